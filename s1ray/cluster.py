@@ -1,0 +1,39 @@
+"""Connect to the Ray cluster at ``RAY_ADDRESS`` (or a configured address), else start a local one."""
+
+from __future__ import annotations
+
+import os
+
+from s1ray.config import RayConfig
+
+
+def init_ray(cfg: RayConfig | None = None) -> None:
+    """Idempotent ``ray.init``: join a cluster when one is named, else start a private local one.
+
+    ``address="local"`` is explicit so a stray ``ray start`` on the machine is never joined by
+    accident. Set ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` before Ray is imported to keep a
+    local instance on loopback (the tests do).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    cfg = cfg or RayConfig()
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    runtime_env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+    else:
+        ray.init(
+            address="local",
+            num_cpus=cfg.num_cpus,
+            include_dashboard=cfg.include_dashboard,
+            runtime_env=runtime_env,
+        )
+
+
+def cluster_cpus() -> float:
+    """CPUs the cluster has in total (after ``init_ray``)."""
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1.0))

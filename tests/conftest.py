@@ -1,0 +1,29 @@
+"""Test-wide settings: offline, loopback-only Ray, CPU DeepSpeed with a cached op build."""
+
+import os
+from pathlib import Path
+
+# Before Ray is imported anywhere: keep a local Ray instance on 127.0.0.1.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "s1ray" / "torch_extensions"))
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+os.environ.pop("RAY_ADDRESS", None)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One private 2-CPU Ray instance on loopback for the whole test session."""
+    import ray
+
+    from s1ray.cluster import init_ray
+    from s1ray.config import RayConfig
+
+    init_ray(RayConfig(num_cpus=2))
+    yield ray
+    ray.shutdown()
