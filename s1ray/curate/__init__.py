@@ -1,0 +1,1 @@
+"""Curation: rule stages, model scoring stages, selection."""
