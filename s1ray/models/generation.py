@@ -1,0 +1,483 @@
+"""Text generation behind one interface: Hugging Face transformers, vLLM, or an OpenAI-compatible endpoint.
+
+Every stage that writes text (teacher traces, solver attempts, LLM judges, budget-forced
+evaluation) calls ``Generator.generate(prompts, max_new_tokens, stop)`` and gets one
+:class:`Generation` per prompt, whatever the backend. ``generate_dataset`` runs a generator
+over a Ray Data dataset as an actor pool, so the same code scales out on a cluster.
+
+``max_new_tokens`` may also be a list (one limit per prompt): budget forcing continues many
+prompts at once, each with its own remaining thinking budget.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+from s1ray.config import StrictModel, secret_from_env
+
+log = logging.getLogger(__name__)
+
+# Used when a backend has no tokenizer to render a chat (an endpoint for an unknown model).
+CHATML_SYSTEM = "You are a helpful assistant."
+
+
+class EndpointConfig(StrictModel):
+    """An OpenAI-compatible ``/v1/completions`` server (a hosted model or ``vllm serve``)."""
+
+    base_url: str  # e.g. http://127.0.0.1:8000/v1
+    model: str | None = None  # model name sent to the server; default: GenerationConfig.model
+    api_key_env: str | None = "OPENAI_API_KEY"  # the key is read from this variable, never stored
+    rate_limit_rps: float = 5.0  # requests per second, across all threads of one generator
+    max_retries: int = 5  # on 429, 5xx, timeouts and connection errors
+    timeout_s: float = 120.0
+
+
+class GenerationConfig(StrictModel):
+    backend: Literal["hf", "vllm", "openai"] = "hf"
+    model: str  # hub id, local folder, packaged:NAME or tiny:PRESET
+    dtype: str = "float32"
+    batch_size: int = 8  # HF: rows per forward batch; endpoint: requests in flight
+    max_new_tokens: int = 512
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int = 0
+    trust_remote_code: bool = False
+    endpoint: EndpointConfig | None = None
+    concurrency: int = 1  # Ray Data actor pool size
+    num_cpus: float = 1.0  # per actor
+    num_gpus: float = 0.0  # per actor
+
+
+@dataclass
+class Generation:
+    text: str  # the continuation, cut before any stop string; end-of-sequence tokens removed
+    n_tokens: int  # tokens the model generated (<= the max_new_tokens asked for)
+    finish_reason: str  # "stop" (eos or a stop string) | "length" | "error"
+    error: str | None = None
+
+
+MaxTokens = int | Sequence[int] | None
+
+
+def _limits(n: int, max_new_tokens: MaxTokens, default: int) -> list[int]:
+    if max_new_tokens is None:
+        return [default] * n
+    if isinstance(max_new_tokens, (int, np.integer)):
+        return [int(max_new_tokens)] * n
+    limits = [int(m) for m in max_new_tokens]
+    if len(limits) != n:
+        raise ValueError(f"max_new_tokens has {len(limits)} entries for {n} prompts")
+    return limits
+
+
+def _cut_at_stop(text: str, stop: Sequence[str] | None) -> tuple[str, bool]:
+    """Text before the earliest stop string, and whether one was found."""
+    cut = len(text)
+    for s in stop or ():
+        i = text.find(s)
+        if i != -1:
+            cut = min(cut, i)
+    return text[:cut], cut < len(text)
+
+
+class Generator:
+    """Common interface; subclasses implement ``generate`` and own a tokenizer."""
+
+    cfg: GenerationConfig
+    tokenizer: Any = None
+
+    def generate(self, prompts: list[str], max_new_tokens: MaxTokens = None,
+                 stop: list[str] | None = None) -> list[Generation]:
+        raise NotImplementedError
+
+    def chat_prompt(self, user: str, system: str | None = None) -> str:
+        """The model's chat template with the generation prompt appended (assistant turn open)."""
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        tok = self.tokenizer
+        if tok is not None and getattr(tok, "chat_template", None):
+            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if system is None:
+            messages.insert(0, {"role": "system", "content": CHATML_SYSTEM})
+        return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + \
+            "<|im_start|>assistant\n"
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        if self.tokenizer is None:
+            raise RuntimeError(f"backend {self.cfg.backend!r} for model {self.cfg.model!r} has no tokenizer to "
+                               "count tokens with; set `model` to a loadable tokenizer (hub id or folder)")
+        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
+# --- Hugging Face transformers ---------------------------------------------------------------
+
+class _RowStops:
+    """Stopping criterion: per-row token limit, eos, stop strings; records why and when each row ended.
+
+    HF's own ``stop_strings`` cannot say which row stopped at which step; budget forcing
+    needs exactly that (thinking tokens per row), so one criterion does all three.
+    """
+
+    def __init__(self, tokenizer: Any, prompt_len: int, limits: list[int], stop: Sequence[str] | None,
+                 eos_ids: set[int], extra_stop_ids: set[int] | None = None):
+        import torch
+
+        self.tok, self.prompt_len, self.stop = tokenizer, prompt_len, list(stop or ())
+        self.limits = torch.tensor(limits)
+        self.end_ids = torch.tensor(sorted(eos_ids | (extra_stop_ids or set())))
+        self.eos_ids = torch.tensor(sorted(eos_ids))
+        self.ended_at = [None] * len(limits)  # tokens generated when the row ended
+        self.reason = ["length"] * len(limits)
+        self.tail = max((len(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in self.stop), default=0) + 2
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        n = input_ids.shape[1] - self.prompt_len
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+        for r in range(input_ids.shape[0]):
+            if self.ended_at[r] is not None:
+                done[r] = True
+                continue
+            last = input_ids[r, -1]
+            if n > 0 and bool(torch.isin(last, self.end_ids)):
+                self.ended_at[r], self.reason[r] = n, "stop"
+            elif self.stop and n > 0:
+                tail = self.tok.decode(input_ids[r, -min(n, self.tail):], skip_special_tokens=False)
+                if any(s in tail for s in self.stop):
+                    self.ended_at[r], self.reason[r] = n, "stop"
+            if self.ended_at[r] is None and n >= int(self.limits[r]):
+                self.ended_at[r], self.reason[r] = n, "length"
+            done[r] = self.ended_at[r] is not None
+        return done.to(input_ids.device)
+
+
+class ForbidTokens:
+    """Logits processor that forbids some tokens for the rows in ``active`` (e.g. end of thinking)."""
+
+    def __init__(self, token_ids: Sequence[int], active: Sequence[bool]):
+        self.token_ids = list(token_ids)
+        self.active = list(active)
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        rows = torch.tensor(self.active, device=scores.device).nonzero().flatten()
+        if len(rows) and self.token_ids:
+            scores[rows.unsqueeze(1), torch.tensor(self.token_ids, device=scores.device)] = float("-inf")
+        return scores
+
+
+class HFGenerator(Generator):
+    """Batched ``model.generate`` with left padding, on GPU when one is visible."""
+
+    def __init__(self, cfg: GenerationConfig):
+        import torch
+
+        from s1ray.models.loading import load_model, load_tokenizer
+
+        self.cfg = cfg
+        self.tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        self.tokenizer.padding_side = "left"
+        self.device = "cuda" if torch.cuda.is_available() and cfg.num_gpus != 0 else "cpu"
+        self.model = load_model(cfg.model, cfg.dtype, trust_remote_code=cfg.trust_remote_code).to(self.device)
+        self.model.eval()
+        self.eos_ids = self._eos_ids()
+        self._calls = 0
+
+    def _eos_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    def generate(self, prompts: list[str], max_new_tokens: MaxTokens = None, stop: list[str] | None = None,
+                 *, forbid_token_ids: Sequence[int] = (), forbid_rows: Sequence[bool] | None = None,
+                 stop_token_ids: Sequence[int] = ()) -> list[Generation]:
+        """``forbid_token_ids`` are masked out for rows where ``forbid_rows`` is True (default all);
+        ``stop_token_ids`` end a row like eos does (e.g. a special end-of-thinking token)."""
+        limits = _limits(len(prompts), max_new_tokens, self.cfg.max_new_tokens)
+        forbid_rows = list(forbid_rows) if forbid_rows is not None else [True] * len(prompts)
+        out = [Generation("", 0, "length") for _ in prompts]
+        todo = [i for i, m in enumerate(limits) if m > 0]  # generate() always makes one token
+        bs = max(1, self.cfg.batch_size)
+        for k in range(0, len(todo), bs):
+            rows = todo[k:k + bs]
+            gens = self._generate_batch([prompts[i] for i in rows], [limits[i] for i in rows], stop,
+                                        forbid_token_ids, [forbid_rows[i] for i in rows], set(stop_token_ids))
+            for i, g in zip(rows, gens):
+                out[i] = g
+        return out
+
+    def _generate_batch(self, prompts: list[str], limits: list[int], stop: Sequence[str] | None,
+                        forbid: Sequence[int], forbid_rows: list[bool], stop_ids: set[int]) -> list[Generation]:
+        import torch
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        prompt_len = enc["input_ids"].shape[1]
+        criteria = _RowStops(self.tokenizer, prompt_len, limits, stop, self.eos_ids, stop_ids)
+        processors = LogitsProcessorList([ForbidTokens(forbid, forbid_rows)] if forbid and any(forbid_rows) else [])
+        sampling = self.cfg.temperature > 0
+        kwargs: dict[str, Any] = dict(do_sample=sampling)
+        if sampling:
+            kwargs.update(temperature=self.cfg.temperature, top_p=self.cfg.top_p)
+            torch.manual_seed(self.cfg.seed + self._calls)  # reproducible, but not the same draw twice
+        self._calls += 1
+        with torch.no_grad():
+            seqs = self.model.generate(
+                **enc, max_new_tokens=max(limits), stopping_criteria=StoppingCriteriaList([criteria]),
+                logits_processor=processors, pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=sorted(self.eos_ids), top_k=None, **kwargs)
+        results = []
+        for r in range(len(prompts)):
+            n = criteria.ended_at[r] if criteria.ended_at[r] is not None else min(limits[r], seqs.shape[1] - prompt_len)
+            ids = seqs[r, prompt_len:prompt_len + n].tolist()
+            keep = ids[:-1] if ids and ids[-1] in self.eos_ids else ids
+            text, hit = _cut_at_stop(self.tokenizer.decode(keep, skip_special_tokens=False), stop)
+            reason = "stop" if hit or criteria.reason[r] == "stop" else "length"
+            results.append(Generation(text, len(ids), reason))
+        return results
+
+
+# --- vLLM ------------------------------------------------------------------------------------
+
+class VLLMGenerator(Generator):
+    """vLLM's offline ``LLM.generate`` (GPU only); imported lazily so CPU installs never need it."""
+
+    def __init__(self, cfg: GenerationConfig):
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise RuntimeError("backend 'vllm' needs vLLM and a GPU: pip install 's1ray[gpu]'") from e
+        from s1ray.models.loading import resolve_model_path
+
+        self.cfg = cfg
+        import torch
+
+        n_gpus = max(1, int(cfg.num_gpus)) if torch.cuda.is_available() else 1
+        self.llm = LLM(model=resolve_model_path(cfg.model), dtype=cfg.dtype, seed=cfg.seed,
+                       trust_remote_code=cfg.trust_remote_code, tensor_parallel_size=n_gpus)
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def generate(self, prompts: list[str], max_new_tokens: MaxTokens = None,
+                 stop: list[str] | None = None) -> list[Generation]:
+        from vllm import SamplingParams
+
+        limits = _limits(len(prompts), max_new_tokens, self.cfg.max_new_tokens)
+        todo = [i for i, m in enumerate(limits) if m > 0]
+        params = [SamplingParams(max_tokens=limits[i], temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                                 seed=self.cfg.seed, stop=list(stop) if stop else None,
+                                 skip_special_tokens=False) for i in todo]
+        results = [Generation("", 0, "length") for _ in prompts]
+        if not todo:
+            return results
+        outputs = self.llm.generate([prompts[i] for i in todo], params, use_tqdm=False)
+        for i, out in zip(todo, outputs):
+            c = out.outputs[0]
+            reason = "length" if c.finish_reason == "length" else "stop"
+            results[i] = Generation(c.text, len(c.token_ids), reason)
+        return results
+
+
+# --- OpenAI-compatible endpoint -------------------------------------------------------------
+
+class RateLimiter:
+    """At most ``rps`` acquisitions per second, shared by all threads (evenly spaced slots)."""
+
+    def __init__(self, rps: float):
+        self.interval = 1.0 / rps if rps > 0 else 0.0
+        self.next_slot = 0.0
+        self.lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self.lock:
+            now = time.monotonic()
+            slot = max(now, self.next_slot)
+            self.next_slot = slot + self.interval
+        if slot > now:
+            time.sleep(slot - now)
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class OpenAIGenerator(Generator):
+    """``POST {base_url}/completions``, one request per prompt, ``batch_size`` in flight.
+
+    The API key comes from the environment variable the config names; it is sent only in the
+    Authorization header and scrubbed from every error message this class produces.
+    """
+
+    backoff_s = 1.0  # first retry wait; doubles each retry, with jitter, capped at 60 s
+
+    def __init__(self, cfg: GenerationConfig):
+        if cfg.endpoint is None:
+            raise ValueError("backend 'openai' needs an `endpoint` section (base_url, api_key_env, ...)")
+        self.cfg, self.ep = cfg, cfg.endpoint
+        self.url = self.ep.base_url.rstrip("/") + "/completions"
+        self._key = secret_from_env(self.ep.api_key_env)
+        if self.ep.api_key_env and not self._key:
+            log.warning("environment variable %s is not set; calling %s without an API key",
+                        self.ep.api_key_env, self.url)
+        self.limiter = RateLimiter(self.ep.rate_limit_rps)
+        self.tokenizer = self._try_tokenizer(cfg)
+
+    @staticmethod
+    def _try_tokenizer(cfg: GenerationConfig) -> Any:
+        """A local tokenizer for chat templates and token counts, when the model name resolves to one."""
+        from s1ray.models.loading import load_tokenizer
+
+        try:
+            return load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        except Exception as e:  # offline / unknown name: generation still works
+            log.info("no local tokenizer for %r (%s); using ChatML and server token counts", cfg.model,
+                     type(e).__name__)
+            return None
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        headers = {"Content-Type": "application/json"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        req = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.ep.timeout_s) as resp:
+                return json.loads(resp.read().decode("utf-8"))
+        except urllib.error.HTTPError as e:
+            detail = self._scrub(e.read().decode("utf-8", "replace")[:300])
+            if e.code == 429 or e.code >= 500:
+                retry_after = e.headers.get("Retry-After") if e.headers else None
+                raise _Retryable(f"HTTP {e.code} from {self.url}: {detail}",
+                                 float(retry_after) if retry_after and retry_after.replace(".", "").isdigit()
+                                 else None) from None
+            raise RuntimeError(f"HTTP {e.code} from {self.url}: {detail}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+            reason = getattr(e, "reason", e)
+            raise _Retryable(f"cannot reach {self.url}: {self._scrub(str(reason))}") from None
+
+    def _one(self, prompt: str, max_tokens: int, stop: list[str] | None) -> Generation:
+        if max_tokens <= 0:
+            return Generation("", 0, "length")
+        body: dict[str, Any] = {"model": self.ep.model or self.cfg.model, "prompt": prompt, "max_tokens": max_tokens,
+                                "temperature": self.cfg.temperature, "top_p": self.cfg.top_p, "seed": self.cfg.seed}
+        if stop:
+            body["stop"] = list(stop)
+        last_error = ""
+        for attempt in range(self.ep.max_retries + 1):
+            self.limiter.acquire()
+            try:
+                data = self._post(body)
+            except _Retryable as e:
+                last_error = str(e)
+                if attempt == self.ep.max_retries:
+                    break
+                wait = e.retry_after if e.retry_after is not None else \
+                    min(60.0, self.backoff_s * 2 ** attempt) * (0.5 + random.random() / 2)
+                log.warning("endpoint attempt %d/%d failed (%s); retrying in %.2fs", attempt + 1,
+                            self.ep.max_retries + 1, last_error[:120], wait)
+                time.sleep(wait)
+                continue
+            except RuntimeError as e:
+                return Generation("", 0, "error", str(e))
+            try:
+                choice = data["choices"][0]
+                text = choice.get("text") or ""
+            except (KeyError, IndexError, TypeError):
+                return Generation("", 0, "error", f"malformed response from {self.url}: {self._scrub(str(data))[:200]}")
+            text, _ = _cut_at_stop(text, stop)  # servers differ on whether the stop string is kept
+            usage = data.get("usage") or {}
+            n = usage.get("completion_tokens")
+            if n is None:
+                n = self.count_tokens([text])[0] if self.tokenizer is not None else 0
+            reason = "length" if choice.get("finish_reason") == "length" else "stop"
+            return Generation(text, int(min(n, max_tokens)), reason)
+        return Generation("", 0, "error", f"gave up after {self.ep.max_retries + 1} attempts: {last_error}")
+
+    def generate(self, prompts: list[str], max_new_tokens: MaxTokens = None,
+                 stop: list[str] | None = None) -> list[Generation]:
+        limits = _limits(len(prompts), max_new_tokens, self.cfg.max_new_tokens)
+        with ThreadPoolExecutor(max_workers=max(1, min(self.cfg.batch_size, len(prompts) or 1))) as pool:
+            return list(pool.map(lambda pm: self._one(pm[0], pm[1], stop), zip(prompts, limits)))
+
+
+# --- factory and Ray Data --------------------------------------------------------------------
+
+def make_generator(cfg: GenerationConfig) -> Generator:
+    if cfg.backend == "hf":
+        return HFGenerator(cfg)
+    if cfg.backend == "vllm":
+        return VLLMGenerator(cfg)
+    if cfg.backend == "openai":
+        return OpenAIGenerator(cfg)
+    raise ValueError(f"unknown backend {cfg.backend!r}")
+
+
+class GenerateBatch:
+    """Ray Data callable class: one generator per actor, reused for every batch."""
+
+    def __init__(self, cfg: GenerationConfig, prompt_column: str, output_prefix: str):
+        self.generator = make_generator(cfg)
+        self.prompt_column, self.prefix = prompt_column, output_prefix
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict:
+        if self.prompt_column not in batch:
+            raise KeyError(f"generate: column {self.prompt_column!r} not in batch (columns: {sorted(batch)})")
+        prompts = [str(p) for p in batch[self.prompt_column]]
+        gens = self.generator.generate(prompts)
+        out = dict(batch)
+        out[f"{self.prefix}_text"] = np.array([g.text for g in gens], dtype=object)
+        out[f"{self.prefix}_tokens"] = np.array([g.n_tokens for g in gens], dtype=np.int64)
+        out[f"{self.prefix}_finish"] = np.array([g.finish_reason for g in gens], dtype=object)
+        return out
+
+
+def actor_cpus(cfg: GenerationConfig) -> float:
+    """CPUs per actor, lowered so the pool leaves room for Ray Data's read tasks.
+
+    On a 2-CPU machine a pool that takes every CPU starves the read tasks and hangs silently
+    (stack notes); this keeps at least half a CPU free.
+    """
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 1.0)) if ray.is_initialized() else cfg.num_cpus * cfg.concurrency + 1
+    fit = max(0.05, (total - 0.5) / max(1, cfg.concurrency))
+    if cfg.num_cpus > fit:
+        log.warning("num_cpus=%.2f per actor x %d actors does not leave room for read tasks on %.0f CPUs; "
+                    "using %.2f", cfg.num_cpus, cfg.concurrency, total, fit)
+        return round(fit, 2)
+    return cfg.num_cpus
+
+
+def generate_dataset(ds: Any, cfg: GenerationConfig, prompt_column: str, output_prefix: str) -> Any:
+    """``ds`` plus ``{prefix}_text``, ``{prefix}_tokens``, ``{prefix}_finish``, generated by an actor pool."""
+    import ray
+
+    resources: dict[str, float] = {"num_cpus": actor_cpus(cfg)}
+    if cfg.num_gpus:
+        resources["num_gpus"] = cfg.num_gpus
+    return ds.map_batches(
+        GenerateBatch,
+        fn_constructor_kwargs=dict(cfg=cfg, prompt_column=prompt_column, output_prefix=output_prefix),
+        compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
+        batch_size=cfg.batch_size,
+        batch_format="numpy",
+        **resources,
+    )
