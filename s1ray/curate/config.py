@@ -1,0 +1,81 @@
+"""``s1ray curate`` configuration: sources, evaluation sets and the rule stages' knobs.
+
+Each rule stage has its own section. A stage's *scores* depend only on its section (and on
+the stages before it), so changing a threshold that only the filter reads (``min_words``,
+``require``, ...) never recomputes a score: the cached stage outputs are reused.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from s1ray.config import RayConfig, StrictModel
+from s1ray.io.readers import SourceConfig
+
+Required = Literal["thinking", "attempt", "answer", "solution", "answer_or_solution"]
+
+
+class QualityConfig(StrictModel):
+    """Rule-based quality filter after s1 (Section 2: API errors, formatting issues)."""
+
+    enabled: bool = True
+    # Which fields a kept row must have. A raw question pool has no traces yet, so the default
+    # only asks for a reference answer or solution; for an s1K-shaped pool add "thinking".
+    require: list[Required] = ["answer_or_solution"]
+    min_words: int = 3  # shorter questions are dropped as "too_short"
+    asy_whitelist: list[str] = []  # sources / source_types whose [asy] diagrams are kept
+    drop_missing_figure: bool = True
+    drop_numbering: bool = True
+    drop_api_error: bool = True
+
+
+class DedupConfig(StrictModel):
+    """Exact dedup on normalized text, then math-aware MinHash LSH near-dedup across sources.
+
+    Shingles are ``shingle_size`` consecutive tokens (words, numbers and single symbols).
+    A near-duplicate candidate from LSH is confirmed only when the estimated Jaccard
+    similarity reaches ``threshold`` AND both questions hold the same numbers and formulas
+    (``math_aware``); so two exercises differing only in their numbers both stay, while a
+    copy reworded by a word or two is caught. See tests/benchmarks/bench_curate_rules.py for
+    the measurements behind the defaults.
+    """
+
+    enabled: bool = True
+    near: bool = True
+    shingle_size: int = 3
+    num_perm: int = 64
+    bands: int = 16  # rows per band = num_perm / bands
+    threshold: float = 0.6
+    math_aware: bool = True
+    max_bucket: int = 64  # buckets larger than this link members to the bucket head only
+    seed: int = 1
+
+
+class DecontamConfig(StrictModel):
+    """N-gram decontamination against evaluation sets (s1 uses 8-grams).
+
+    Two holes of plain n-gram overlap are closed: evaluation problems shorter than ``n`` words
+    are caught by an exact normalized match, and n-grams that are common phrasing (found in
+    more than ``max_eval_df`` evaluation problems or more than ``max_pool_df`` pool rows)
+    never flag a row on their own.
+    """
+
+    enabled: bool = True
+    n: int = 8
+    min_matches: int = 1  # distinctive n-grams a row must share with one benchmark
+    max_eval_df: int = 2
+    max_pool_df: int = 3
+    exact_match: bool = True
+
+
+class CurateConfig(StrictModel):
+    sources: list[SourceConfig]
+    eval_sets: list[SourceConfig] = []  # `name` is the benchmark named in flags
+    quality: QualityConfig = QualityConfig()
+    dedup: DedupConfig = DedupConfig()
+    decontam: DecontamConfig = DecontamConfig()
+    output_dir: str = "outputs/curate"
+    cache: bool = True  # reuse completed stage outputs (keyed by config + input fingerprints)
+    batch_size: int = 4096  # rows per Ray Data batch; the rule stages are vectorised per batch
+    plot: bool = True
+    ray: RayConfig = RayConfig()

@@ -1,0 +1,239 @@
+"""``s1ray curate``: read sources, score every row with the rule stages on Ray Data, filter, report.
+
+The stages are the list :data:`STAGES`; each one only ADDS columns (scores/flags) to the
+pool, and adding a stage is one line. After the stages, the filter step
+(:func:`s1ray.curate.funnel.apply_filters`) turns scores into keep/drop decisions with a
+named reason. Each stage's output is stored as Parquet under ``<output_dir>/cache`` keyed
+by the config sections it depends on, the stages before it and the input files' content
+fingerprints, so a re-run with the same config and inputs reuses it.
+
+Outputs in ``output_dir``: ``scored_pool.parquet`` (every read row, all columns below),
+``kept.jsonl``, ``quarantine.jsonl``, ``funnel.json``, ``funnel.md``, ``funnel.png``.
+
+Scored-pool columns: the canonical record (:data:`s1ray.records.SCHEMA`), ``row_index``
+(read order: sources in config order, rows in file order), then one group per stage (see
+:func:`pool_columns`): quality ``q_chars``, ``q_words``, ``has_*``, ``flag_*``; dedup
+``dup_kind``, ``dup_of``, ``dup_similarity``; decontam ``contam_benchmarks``,
+``contam_ngrams``, ``contam_exact``; filter ``keep``, ``drop_stage``, ``drop_reason``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from s1ray.cluster import init_ray
+from s1ray.curate import decontam, dedup, funnel, quality
+from s1ray.curate.config import CurateConfig
+from s1ray.io.readers import SourceConfig, SourceError, read_source
+from s1ray.io.writers import write_jsonl
+from s1ray.records import SCHEMA, to_table
+
+CACHE_VERSION = "rules-v1"  # bump when a stage's scoring logic changes
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A scoring stage: ``run(ds, cfg) -> ds`` adds columns; ``depends_on`` keys its cache."""
+
+    name: str
+    run: Callable[[Any, CurateConfig], Any]
+    depends_on: tuple[str, ...]  # config sections whose values change this stage's scores
+    columns: dict[str, str]
+
+
+STAGES: list[Stage] = [
+    Stage("quality", quality.score_quality, ("quality",), quality.SCORE_COLUMNS),
+    Stage("dedup", dedup.score_dedup, ("quality", "dedup"), dedup.SCORE_COLUMNS),
+    Stage("decontam", decontam.score_decontam, ("decontam", "eval_sets"), decontam.SCORE_COLUMNS),
+]
+
+
+def pool_columns() -> dict[str, str]:
+    """Documentation of every scored-pool column, in order."""
+    cols = {name: f"canonical record ({SCHEMA.field(name).type})" for name in SCHEMA.names}
+    cols["row_index"] = "position in read order (sources in config order, rows in file order)"
+    for stage in STAGES:
+        cols.update({k: f"{stage.name}: {v}" for k, v in stage.columns.items()})
+    cols.update({k: f"filter: {v}" for k, v in funnel.FILTER_COLUMNS.items()})
+    return cols
+
+
+def _stage_enabled(stage: Stage, cfg: CurateConfig) -> bool:
+    section = getattr(cfg, stage.name, None)
+    return bool(getattr(section, "enabled", True))
+
+
+# --- fingerprints and cache keys ----------------------------------------------------------
+
+def fingerprint(spec: SourceConfig) -> str:
+    """Content hash of a source's file(s); hub sources are keyed by id/config/split."""
+    h = hashlib.sha256(spec.model_dump_json().encode())
+    if spec.path:
+        p = Path(spec.path)
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
+            try:
+                with open(f, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(chunk)
+            except OSError as e:
+                raise SourceError(f"source {spec.name!r}: cannot read {f}: {e.strerror or e}") from e
+    return h.hexdigest()[:16]
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _section(cfg: CurateConfig, name: str) -> Any:
+    value = getattr(cfg, name)
+    if name == "eval_sets":
+        return [(s.model_dump(mode="json"), fingerprint(s)) for s in value]
+    return value.model_dump(mode="json")
+
+
+# --- reading --------------------------------------------------------------------------------
+
+def _read_one(spec_json: str) -> tuple[pa.Table, list[dict[str, Any]], int]:
+    res = read_source(SourceConfig.model_validate_json(spec_json))
+    return to_table(res.records), res.quarantined, res.n_rows
+
+
+def read_sources(cfg: CurateConfig) -> tuple[pa.Table, list[dict[str, Any]], dict[str, int]]:
+    """All sources read in parallel (one Ray task per source), concatenated in config order."""
+    import ray
+
+    names = [s.name for s in cfg.sources]
+    if len(set(names)) != len(names):
+        raise SourceError(f"source names must be unique, got {names}")
+    task = ray.remote(num_cpus=1)(_read_one)
+    refs = [task.remote(s.model_dump_json()) for s in cfg.sources]
+    results = []
+    for spec, ref in zip(cfg.sources, refs):
+        try:
+            results.append(ray.get(ref))
+        except ray.exceptions.RayTaskError as e:
+            if isinstance(e.cause, SourceError):
+                raise SourceError(str(e.cause)) from None
+            raise
+    tables = [r[0] for r in results]
+    quarantine = [q for r in results for q in r[1]]
+    n_input = {spec.name: r[2] for spec, r in zip(cfg.sources, results)}
+    table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+    table = table.append_column("row_index", pa.array(range(table.num_rows), pa.int64()))
+    return table, quarantine, n_input
+
+
+def to_dataset(table: pa.Table, batch_size: int):
+    import ray
+
+    slices = [table.slice(i, batch_size) for i in range(0, max(table.num_rows, 1), batch_size)]
+    return ray.data.from_arrow(slices)
+
+
+# --- the rule stages ------------------------------------------------------------------------
+
+def score_pool(ds, cfg: CurateConfig, cache_dir: Path | None = None, upstream: str = "",
+               log: Callable[[str], None] = print) -> tuple[Any, dict[str, Any]]:
+    """Run every enabled stage; with ``cache_dir`` reuse or store each stage's output."""
+    import ray
+
+    info: dict[str, Any] = {}
+    key = upstream
+    for stage in STAGES:
+        if not _stage_enabled(stage, cfg):
+            info[stage.name] = {"status": "disabled"}
+            continue
+        key = _key(key, stage.name, CACHE_VERSION, [_section(cfg, s) for s in stage.depends_on])
+        t0 = time.perf_counter()
+        done = cache_dir / f"{stage.name}-{key}" if cache_dir else None
+        if done is not None and (done / "_SUCCESS").exists():
+            ds = ray.data.read_parquet(str(done / "data"))
+            info[stage.name] = {"status": "reused", "key": key, "seconds": 0.0}
+            log(f"[curate] stage {stage.name}: reusing {done}")
+            continue
+        ds = stage.run(ds, cfg)
+        if done is not None:
+            if done.exists():
+                shutil.rmtree(done)
+            ds.write_parquet(str(done / "data"))
+            (done / "_SUCCESS").write_text(key)
+            ds = ray.data.read_parquet(str(done / "data"))
+        else:
+            ds = ds.materialize()
+        info[stage.name] = {"status": "computed", "key": key, "seconds": round(time.perf_counter() - t0, 2)}
+        log(f"[curate] stage {stage.name}: computed in {info[stage.name]['seconds']} s")
+    return ds, info
+
+
+def filter_pool(ds, cfg: CurateConfig) -> pa.Table:
+    """Apply thresholds (cheap) and bring the scored pool to the driver in read order."""
+    ds = ds.map_batches(funnel.apply_filters, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
+                        batch_size=cfg.batch_size)
+    table = dedup.collect(ds)
+    return table.sort_by("row_index") if table.num_rows else table
+
+
+def _cached_read(cfg: CurateConfig, cache_dir: Path, log: Callable[[str], None]):
+    key = _key("read", CACHE_VERSION, [(s.model_dump(mode="json"), fingerprint(s)) for s in cfg.sources])
+    done = cache_dir / f"read-{key}"
+    if cfg.cache and (done / "_SUCCESS").exists():
+        log(f"[curate] read: reusing {done}")
+        table = pq.read_table(done / "records.parquet")
+        quarantine = [json.loads(line) for line in (done / "quarantine.jsonl").read_text().splitlines() if line]
+        n_input = json.loads((done / "n_input.json").read_text())
+        return table, quarantine, n_input, key, "reused"
+    table, quarantine, n_input = read_sources(cfg)
+    if cfg.cache:
+        done.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, done / "records.parquet")
+        write_jsonl(quarantine, done / "quarantine.jsonl")
+        (done / "n_input.json").write_text(json.dumps(n_input))
+        (done / "_SUCCESS").write_text(key)
+    return table, quarantine, n_input, key, "computed"
+
+
+def run_curate(cfg: CurateConfig) -> dict[str, Any]:
+    """Read, score, filter and report; returns a JSON-able summary."""
+    t0 = time.perf_counter()
+    init_ray(cfg.ray)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cache_dir = out / "cache"
+    table, quarantine, n_input, read_key, read_status = _cached_read(cfg, cache_dir, print)
+    print(f"[curate] read {sum(n_input.values())} rows from {len(n_input)} sources: "
+          f"{table.num_rows} records, {len(quarantine)} quarantined ({read_status})")
+    ds = to_dataset(table, cfg.batch_size)
+    ds, stages = score_pool(ds, cfg, cache_dir if cfg.cache else None, upstream=read_key)
+    pool = filter_pool(ds, cfg)
+
+    paths = {"scored_pool": out / "scored_pool.parquet", "kept": out / "kept.jsonl",
+             "quarantine": out / "quarantine.jsonl"}
+    pq.write_table(pool, paths["scored_pool"])
+    write_jsonl(pool.filter(pool["keep"]).to_pylist(), paths["kept"])
+    write_jsonl(quarantine, paths["quarantine"])
+    report = funnel.build_report(pool, quarantine, n_input, extra={
+        "stages": {"read": {"status": read_status, "key": read_key}, **stages},
+        "columns": pool_columns(),
+        "seconds": round(time.perf_counter() - t0, 2),
+    })
+    report_paths = funnel.write_report(report, out)
+    print(funnel.report_markdown(report))
+    if not report["accounting"]["ok"]:
+        raise RuntimeError(f"funnel accounting does not balance: {report['accounting']} (see {out / 'funnel.json'})")
+    return {
+        "input": report["input"], "kept": report["kept"], "quarantined": report["quarantined"],
+        "dropped": report["dropped"], "reasons": report["reasons"], "accounting": report["accounting"],
+        "stages": report["stages"], "seconds": report["seconds"],
+        "paths": {**{k: str(v) for k, v in paths.items()}, **report_paths},
+    }

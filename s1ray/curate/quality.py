@@ -1,0 +1,134 @@
+"""Quality stage after s1: flags for API errors, formatting issues, missing fields, length.
+
+Scoring (:func:`quality_columns`) only *adds* flag and count columns; it needs no
+thresholds. The filter (:func:`quality_reason`) turns flags into a named drop reason using
+the config (which fields are required, which sources may keep ``[asy]`` diagrams,
+``min_words``), so thresholds can change without rescoring. Both work on whole Arrow
+batches with pyarrow's RE2 kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from s1ray.curate.config import QualityConfig
+
+API_ERROR = (
+    r"(?i)(\bapi ?error\b|error code: ?\d{3}|rate ?limit(ed| exceeded| reached)|ratelimiterror|"
+    r"internal server error|service unavailable|request timed out|exceeded your current quota|"
+    r"apiconnectionerror|overloaded_error|\bhttp ?(429|5\d\d)\b|max retries exceeded)"
+)
+ASY = r"(?i)\[asy\]"
+FIGURE_REF = (
+    r"(?i)(\b(see|in|on|from) (the |this )?(following |given |accompanying |adjoining |attached )?"
+    r"(figure|diagram|picture|image|illustration)s?\b|"
+    r"\b(figure|diagram|picture|image|illustration)s? (below|above|shown)|"
+    r"\b(shown|pictured|depicted|illustrated) (below|above|in the (figure|diagram|picture|image))|"
+    r"\bfig(ure)?\.? ?\d|!\[[^\]]*\]\(|<img\b|\\includegraphics)"
+)
+# A figure that is actually present: Asymptote code, TikZ, or a Markdown table.
+FIGURE_PRESENT = r"(?i)(\[asy\]|\\begin\{tikzpicture\}|\|\s*:?-{3,})"
+# Several problems glued together with "p1." / "pb2." markers (AoPS-style lists).
+NUMBERING_MARKER = r"(?m)(^|\s)pb?\d+\s*[.)]\s"
+PROBLEM_HEADER = r"(?im)^\s*problem\s+\d+\s*[.:]"
+
+# Reasons in the order they are checked; a row gets the first that applies.
+REASONS = ("too_short", "missing_thinking", "missing_attempt", "missing_answer", "missing_solution",
+           "missing_answer_or_solution", "api_error", "asy_diagram", "missing_figure", "numbering")
+
+SCORE_COLUMNS = {
+    "q_chars": "characters in the question",
+    "q_words": "whitespace-separated words in the question",
+    "has_thinking": "at least one non-empty thinking trace",
+    "has_attempt": "non-empty teacher attempt",
+    "has_answer": "non-empty reference answer",
+    "has_solution": "non-empty reference solution",
+    "flag_api_error": "API-error text in a trace or attempt",
+    "flag_asy": "question holds an [asy] diagram",
+    "flag_missing_figure": "question refers to a figure/image that is not in the text",
+    "flag_numbering": "question is a numbered list of problems (p1. / Problem 1 ... Problem 2)",
+}
+
+
+def _nonempty(arr: pa.Array) -> pa.Array:
+    return pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(arr)), 0), False)
+
+
+def _match(arr: pa.Array, pattern: str) -> pa.Array:
+    return pc.fill_null(pc.match_substring_regex(arr, pattern), False)
+
+
+def _any_trace(traces: pa.Array, pattern: str | None = None) -> np.ndarray:
+    """Per row: some element of the list<string> column is non-empty (and matches ``pattern``)."""
+    n = len(traces)
+    if isinstance(traces, pa.ChunkedArray):
+        traces = traces.combine_chunks()
+    flat = traces.flatten()
+    if len(flat) == 0:
+        return np.zeros(n, bool)
+    hit = _nonempty(flat) if pattern is None else pc.and_(_nonempty(flat), _match(flat, pattern))
+    parents = pc.list_parent_indices(traces).to_numpy()
+    out = np.zeros(n, bool)
+    out[parents[hit.to_numpy(zero_copy_only=False)]] = True
+    return out
+
+
+def quality_columns(batch: pa.Table) -> pa.Table:
+    """Add the quality score/flag columns to a batch of canonical records."""
+    q = batch["question"].combine_chunks()
+    thinking = batch["thinking"].combine_chunks()
+    attempt = batch["attempt"].combine_chunks()
+    words = pc.list_value_length(pc.utf8_split_whitespace(pc.fill_null(q, "")))
+    api = np.asarray(_any_trace(thinking, API_ERROR)) | _match(attempt, API_ERROR).to_numpy(zero_copy_only=False)
+    figure = pc.and_(_match(q, FIGURE_REF), pc.invert(_match(q, FIGURE_PRESENT)))
+    numbering = pc.or_(_match(q, NUMBERING_MARKER),
+                       pc.greater_equal(pc.fill_null(pc.count_substring_regex(q, PROBLEM_HEADER), 0), 2))
+    cols = {
+        "q_chars": pc.fill_null(pc.utf8_length(q), 0).cast(pa.int32()),
+        "q_words": pc.fill_null(words, 0).cast(pa.int32()),
+        "has_thinking": pa.array(_any_trace(thinking)),
+        "has_attempt": _nonempty(attempt),
+        "has_answer": _nonempty(batch["answer"].combine_chunks()),
+        "has_solution": _nonempty(batch["solution"].combine_chunks()),
+        "flag_api_error": pa.array(api),
+        "flag_asy": _match(q, ASY),
+        "flag_missing_figure": figure,
+        "flag_numbering": numbering,
+    }
+    for name, col in cols.items():
+        batch = batch.append_column(name, col)
+    return batch
+
+
+def quality_reason(batch: pa.Table, cfg: QualityConfig) -> np.ndarray:
+    """The first quality reason that drops each row ('' = passes), as an object array."""
+    n = batch.num_rows
+    col = lambda name: batch[name].to_numpy(zero_copy_only=False).astype(bool)  # noqa: E731
+    whitelisted = np.isin(batch["source"].to_numpy(zero_copy_only=False), cfg.asy_whitelist) | np.isin(
+        batch["source_type"].to_numpy(zero_copy_only=False), cfg.asy_whitelist)
+    has = {
+        "thinking": col("has_thinking"), "attempt": col("has_attempt"), "answer": col("has_answer"),
+        "solution": col("has_solution"),
+    }
+    has["answer_or_solution"] = has["answer"] | has["solution"]
+    checks = [("too_short", batch["q_words"].to_numpy() < cfg.min_words)]
+    checks += [(f"missing_{f}", ~has[f]) for f in ("thinking", "attempt", "answer", "solution",
+                                                    "answer_or_solution") if f in cfg.require]
+    if cfg.drop_api_error:
+        checks.append(("api_error", col("flag_api_error")))
+    checks.append(("asy_diagram", col("flag_asy") & ~whitelisted))
+    if cfg.drop_missing_figure:
+        checks.append(("missing_figure", col("flag_missing_figure")))
+    if cfg.drop_numbering:
+        checks.append(("numbering", col("flag_numbering")))
+    reason = np.full(n, "", dtype=object)
+    for name, mask in reversed(checks):  # earlier checks win
+        reason[mask] = name
+    return reason
+
+
+def score_quality(ds, cfg):
+    """Ray Data stage: add the quality columns (no thresholds involved)."""
+    return ds.map_batches(quality_columns, batch_format="pyarrow", batch_size=cfg.batch_size)

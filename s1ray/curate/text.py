@@ -1,0 +1,169 @@
+"""Vectorised text features shared by the rule stages: tokens, n-gram hashes, MinHash.
+
+Everything works on a whole Arrow batch at once (pyarrow kernels + numpy), because the
+per-row work is tiny and Python per-row loops would dominate. Hashes are content-based
+(blake2b of the token text, then splitmix64 mixing), so every batch, worker and run agrees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+U64 = np.uint64
+_M1, _M2 = U64(0xBF58476D1CE4E5B9), U64(0x94D049BB133111EB)
+_PRIME = U64(0x9E3779B97F4A7C15)
+
+# Numbers (with decimals) and single non-space, non-word characters become tokens of their own.
+_SPLIT_MATH = r"(\d+(?:\.\d+)?|[^\s\pL\pN])"
+_NON_WORD = r"[^\pL\pN]+"
+_NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
+_SENTENCE_PUNCT = set(".,;:?!'\"`")
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: a cheap, well-spread 64-bit mix (wrapping arithmetic)."""
+    x = np.asarray(x, dtype=U64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> U64(30))) * _M1
+        x = (x ^ (x >> U64(27))) * _M2
+    return x ^ (x >> U64(31))
+
+
+def hash_strings(values: list[str]) -> np.ndarray:
+    """Stable 64-bit hashes of strings (same value in every process, unlike ``hash``)."""
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(v.encode("utf-8"), digest_size=8).digest(), "little") for v in values),
+        dtype=U64, count=len(values),
+    )
+
+
+class Tokens:
+    """The tokens of a batch of texts as one flat array with per-document offsets."""
+
+    def __init__(self, texts: pa.Array, words_only: bool = False):
+        texts = pc.fill_null(texts, "")
+        low = pc.utf8_lower(texts)
+        if words_only:
+            spaced = pc.replace_substring_regex(low, _NON_WORD, " ")
+        else:
+            spaced = pc.replace_substring_regex(low, _SPLIT_MATH, r" \1 ")
+        lists = pc.utf8_split_whitespace(spaced)
+        if isinstance(lists, pa.ChunkedArray):
+            lists = lists.combine_chunks()
+        offsets = lists.offsets.to_numpy().astype(np.int64) - int(lists.offsets[0].as_py())
+        flat = lists.flatten()
+        nonempty = pc.greater(pc.utf8_length(flat), 0).to_numpy(zero_copy_only=False)
+        if not nonempty.all():  # splitting "" yields [""]
+            doc = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+            flat = flat.filter(pa.array(nonempty))
+            counts = np.bincount(doc[nonempty], minlength=len(offsets) - 1)
+            offsets = np.r_[0, np.cumsum(counts)].astype(np.int64)
+        self.offsets = offsets
+        enc = pc.dictionary_encode(flat)
+        if isinstance(enc, pa.ChunkedArray):
+            enc = enc.combine_chunks()
+        self.vocab: list[str] = enc.dictionary.to_pylist()
+        self.codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        self.vocab_hash = hash_strings(self.vocab)
+        self.hashes = self.vocab_hash[self.codes] if len(self.codes) else np.zeros(0, U64)
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.offsets) - 1
+
+    def counts(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def doc_of(self) -> np.ndarray:
+        return np.repeat(np.arange(self.n_docs), self.counts())
+
+    def vocab_mask(self, pred) -> np.ndarray:
+        """Per-token boolean from a predicate over the (small) vocabulary."""
+        vm = np.fromiter((bool(pred(v)) for v in self.vocab), dtype=bool, count=len(self.vocab))
+        return vm[self.codes] if len(self.codes) else np.zeros(0, bool)
+
+
+def ngram_hashes(tokens: Tokens, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of every n-gram inside each document: (hashes, document index), document-ordered."""
+    h, N = tokens.hashes, len(tokens.hashes)
+    if N < n:
+        return np.zeros(0, U64), np.zeros(0, np.int64)
+    m = N - n + 1
+    s = h[:m].copy()
+    with np.errstate(over="ignore"):
+        for t in range(1, n):
+            s = mix64(s * _PRIME + h[t : t + m])
+    doc = tokens.doc_of()[:m]
+    valid = np.arange(m) + n <= tokens.offsets[doc + 1]
+    return s[valid], doc[valid]
+
+
+def shingles(tokens: Tokens, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """k-token shingles; documents shorter than k tokens fall back to their single tokens."""
+    s, doc = ngram_hashes(tokens, k)
+    short = np.flatnonzero((tokens.counts() < k) & (tokens.counts() > 0))
+    if len(short):
+        doc_all = tokens.doc_of()
+        pick = np.isin(doc_all, short)
+        s = np.concatenate([s, tokens.hashes[pick]])
+        doc = np.concatenate([doc, doc_all[pick]])
+        order = np.argsort(doc, kind="stable")
+        s, doc = s[order], doc[order]
+    return s, doc
+
+
+def minhash(shingle_hash: np.ndarray, doc: np.ndarray, n_docs: int, num_perm: int, seed: int) -> np.ndarray:
+    """MinHash signatures (n_docs, num_perm) uint32 via multiply-shift hashing.
+
+    Documents without shingles get all-0xFFFFFFFF rows; callers must not bucket those.
+    """
+    rng = np.random.default_rng(seed)
+    a = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) | U64(1)
+    b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
+    sig = np.full((n_docs, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    if len(shingle_hash) == 0:
+        return sig
+    starts = np.flatnonzero(np.r_[True, doc[1:] != doc[:-1]])
+    docs = doc[starts]
+    x = shingle_hash[:, None]
+    for lo in range(0, num_perm, 16):
+        with np.errstate(over="ignore"):
+            v = ((x * a[None, lo : lo + 16] + b[None, lo : lo + 16]) >> U64(32)).astype(np.uint32)
+        sig[docs, lo : lo + 16] = np.minimum.reduceat(v, starts, axis=0)
+    return sig
+
+
+def math_key(tokens: Tokens) -> np.ndarray:
+    """Per-document hash of the ordered numbers and formula tokens (0 when there are none).
+
+    Math tokens: numbers, math symbols, LaTeX command names (the word after a backslash) and
+    everything between ``$`` signs. Rewording a sentence leaves it unchanged; changing a
+    number or an operator changes it.
+    """
+    n_docs = tokens.n_docs
+    if len(tokens.hashes) == 0:
+        return np.zeros(n_docs, U64)
+    is_num = tokens.vocab_mask(lambda v: _NUMBER.match(v))
+    is_sym = tokens.vocab_mask(lambda v: len(v) == 1 and not v.isalnum() and v not in _SENTENCE_PUNCT
+                               and v != "$")
+    is_dollar = tokens.vocab_mask(lambda v: v == "$")
+    is_backslash = tokens.vocab_mask(lambda v: v == "\\")
+    starts = tokens.offsets[:-1]
+    doc = tokens.doc_of()
+    cum = np.cumsum(is_dollar)
+    before = np.r_[0, cum][starts][doc]  # dollars before each document
+    in_math = ((cum - before) % 2 == 1) & ~is_dollar
+    after_bs = np.r_[False, is_backslash[:-1]] & (np.arange(len(doc)) > starts[doc])
+    mask = is_num | is_sym | in_math | after_bs
+    rank = np.cumsum(mask) - 1
+    rank = rank - np.r_[0, np.cumsum(mask)][starts][doc]
+    with np.errstate(over="ignore"):
+        contrib = mix64(tokens.hashes ^ mix64(rank.astype(U64) + U64(1))) * mask.astype(U64)
+    out = np.zeros(n_docs, U64)
+    np.add.at(out, doc, contrib)
+    return out
