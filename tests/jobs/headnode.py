@@ -1,0 +1,161 @@
+"""A private Ray head node on loopback for job-submission tests, stopped precisely.
+
+``ray stop`` kills every Ray process of the user on the machine (other test sessions
+included), so the node runs as ``ray start --block`` in its own session with its own
+RAY_TMPDIR and is stopped by signalling exactly the processes it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+BIN = Path(sys.executable).parent
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on 127.0.0.1 right now (held open together so they differ)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class HeadNode:
+    proc: subprocess.Popen
+    tmpdir: Path
+    dashboard_url: str
+    env: dict[str, str]
+    log: Path
+
+    def processes(self) -> list[psutil.Process]:
+        """Every live process of this node: the ``ray start`` tree plus anything naming its tmpdir."""
+        found: dict[int, psutil.Process] = {}
+        try:
+            root = psutil.Process(self.proc.pid)
+            found[root.pid] = root
+            for child in root.children(recursive=True):
+                found[child.pid] = child
+        except psutil.NoSuchProcess:
+            pass
+        marker = str(self.tmpdir)
+        for p in psutil.process_iter(["cmdline"]):
+            try:
+                if any(marker in part for part in (p.info["cmdline"] or [])):
+                    found[p.pid] = p
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return [p for p in found.values() if _alive(p)]
+
+    def listening(self) -> list[tuple[str, int, str]]:
+        """(address, port, process name) of every TCP socket this node's processes listen on."""
+        out = []
+        for p in self.processes():
+            try:
+                for c in p.net_connections(kind="tcp"):
+                    if c.status == psutil.CONN_LISTEN:
+                        out.append((c.laddr.ip, c.laddr.port, p.name()))
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return out
+
+    def ray(self, *args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        """Run the ``ray`` CLI against this node."""
+        return subprocess.run([str(BIN / "ray"), *args], env=self.env, cwd=cwd, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def stop(self, timeout: float = 30) -> list[int]:
+        """SIGTERM the node (it tears its processes down), then SIGKILL leftovers; returns stragglers."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        procs = self.processes()
+        for p in procs:
+            try:
+                p.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=10)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=10)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        return [p.pid for p in self.processes()]
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def start_head(num_cpus: int = 1, timeout: float = 90) -> HeadNode:
+    """``ray start --head --block`` on 127.0.0.1 with every port chosen free, token auth off."""
+    # Short path: Ray's unix sockets live under it and must stay under ~107 characters.
+    tmpdir = Path(tempfile.mkdtemp(prefix="s1rh-", dir="/tmp"))
+    gcs, dash, client, agent, agent_grpc, metrics, nm, om, rte = free_ports(9)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env.update({
+        "RAY_TMPDIR": str(tmpdir),
+        "RAY_AUTH_MODE": "disabled",  # loopback-only test cluster; real clusters keep token auth
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # node IP = loopback, servers bind to it
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+        # Job entrypoints run `python` through a shell: make it this environment's python.
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    })
+    cmd = [
+        str(BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats",
+        "--node-ip-address=127.0.0.1", f"--port={gcs}", f"--num-cpus={num_cpus}", "--num-gpus=0",
+        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+        f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
+        f"--dashboard-agent-grpc-port={agent_grpc}", f"--metrics-export-port={metrics}",
+        f"--node-manager-port={nm}", f"--object-manager-port={om}", f"--runtime-env-agent-port={rte}",
+    ]
+    log = tmpdir / "ray-start.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    node = HeadNode(proc, tmpdir, f"http://127.0.0.1:{dash}", env, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            node.stop()
+            raise RuntimeError(f"ray start exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{node.dashboard_url}/api/version", timeout=2) as r:
+                if json.load(r).get("ray_version"):
+                    # The job agent answers a little after the dashboard itself.
+                    with urllib.request.urlopen(f"{node.dashboard_url}/api/jobs/", timeout=5):
+                        return node
+        except OSError:
+            pass
+        time.sleep(0.5)
+    node.stop()
+    raise RuntimeError(f"Ray head did not come up in {timeout}s:\n{log.read_text()[-3000:]}")
