@@ -7,6 +7,7 @@ type fails before any work starts, with a message that names the key.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, TypeVar
 
@@ -15,8 +16,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 T = TypeVar("T", bound="StrictModel")
 
-# Keys whose values are never printed or written to reports.
-SECRET_MARKERS = ("key", "token", "secret", "password")
+# Keys whose values are never printed or written to reports: a key is secret when one of its
+# ``_``/``-``/``.``-separated words is a marker ("api_key", "hub_token"), so counts such as
+# "max_new_tokens" or "thinking_tokens" stay readable. ``*_env`` keys name a variable: shown.
+SECRET_MARKERS = ("key", "token", "secret", "password", "passwd", "apikey", "credentials")
 
 
 class ConfigError(ValueError):
@@ -112,12 +115,16 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
         raise ConfigError(_format_validation_error(e, origin)) from None
 
 
+def is_secret_key(key: Any) -> bool:
+    words = re.split(r"[_\-.\s]+", str(key).lower())
+    return words[-1] != "env" and any(w in SECRET_MARKERS for w in words)
+
+
 def redact(value: Any) -> Any:
     """A copy of a config dict with secret-looking values replaced, for printing and reports."""
     if isinstance(value, dict):
         return {
-            k: ("***" if any(m in str(k).lower() for m in SECRET_MARKERS) and v not in (None, "")
-                and not str(k).lower().endswith("_env") else redact(v))
+            k: ("***" if is_secret_key(k) and v not in (None, "") else redact(v))
             for k, v in value.items()
         }
     if isinstance(value, list):

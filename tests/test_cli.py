@@ -1,0 +1,135 @@
+"""`s1ray` CLI: help, config errors with exit code 2 naming the key, overrides, redacted printing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from s1ray import cli
+from s1ray.config import StrictModel
+
+BIN = Path(sys.executable).parent
+
+
+class DemoEndpoint(StrictModel):
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str = "OPENAI_API_KEY"  # names a variable: shown
+    api_key: str | None = None  # a value: never shown
+
+
+class DemoConfig(StrictModel):
+    name: str = "demo"
+    steps: int = 1
+    hub_token: str | None = None
+    max_new_tokens: int = 512  # a count that merely contains "token": shown
+    endpoint: DemoEndpoint = DemoEndpoint()
+    mirrors: list[DemoEndpoint] = []
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    return {"name": cfg.name, "steps": cfg.steps, "has_token": cfg.hub_token is not None}
+
+
+@pytest.fixture
+def demo(monkeypatch):
+    """A `demo` command wired through the real CLI, with secret-bearing fields."""
+    monkeypatch.setitem(cli.COMMANDS, "demo", (f"{__name__}:DemoConfig", f"{__name__}:run_demo", "test command"))
+
+
+def test_help_lists_every_command_without_importing_heavy_stacks():
+    out = subprocess.run([str(BIN / "s1ray"), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    for name in cli.COMMANDS:
+        assert name in out.stdout
+    probe = ("import sys; from s1ray.cli import build_parser; build_parser(); "
+             "print(sorted(m for m in ('ray', 'torch', 'deepspeed', 'transformers') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
+
+
+def test_command_help_shows_config_and_overrides(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["select", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--config" in out and "--print-config" in out and "key=value" in out
+
+
+def test_unknown_key_exits_2_and_names_it(capsys):
+    assert cli.main(["select", "input=p.parquet", "output_dir=o", "sizee=3"]) == 2
+    err = capsys.readouterr().err
+    assert "sizee: unknown key" in err and err.startswith("s1ray select:")
+
+
+def test_unknown_nested_key_and_bad_type_are_named(tmp_path, capsys):
+    cfg = tmp_path / "sel.yaml"
+    cfg.write_text("input: p.parquet\noutput_dir: o\nparams:\n  math_min_tokenz: 10\n")
+    assert cli.main(["select", "--config", str(cfg), "size=lots"]) == 2
+    err = capsys.readouterr().err
+    assert "params.math_min_tokenz: unknown key" in err
+    assert "size:" in err and "'lots'" in err and str(cfg) in err
+
+
+def test_missing_or_broken_config_file_exits_2(tmp_path, capsys):
+    assert cli.main(["select", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("input: [unclosed\n")
+    assert cli.main(["select", "--config", str(bad)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_malformed_override_exits_2(capsys):
+    assert cli.main(["select", "input=p", "output_dir=o", "size"]) == 2
+    assert "'size' is not of the form key=value" in capsys.readouterr().err
+
+
+def test_overrides_merge_into_the_file_and_print(tmp_path, capsys):
+    cfg = tmp_path / "sel.yaml"
+    cfg.write_text(yaml.safe_dump({"input": "pool.parquet", "output_dir": "out", "size": 100,
+                                   "params": {"math_min_tokens": 4000, "forced": True}}))
+    assert cli.main(["select", "--config", str(cfg), "--print-config", "size=7", "params.forced=false",
+                     "formats=[parquet]"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["size"] == 7 and printed["formats"] == ["parquet"]
+    # A nested override changes one key; its siblings from the file stay.
+    assert printed["params"]["forced"] is False and printed["params"]["math_min_tokens"] == 4000
+    assert printed["input"] == "pool.parquet" and printed["criterion"] == "s1"  # file value, default
+
+
+def test_print_config_redacts_secret_values(demo, capsys):
+    assert cli.main(["demo", "--print-config", "hub_token=hf_abcdefghijklmnop", "endpoint.api_key=sk-live-123",
+                     "mirrors=[{api_key: sk-mirror-456}]"]) == 0
+    out = capsys.readouterr().out
+    for secret in ("hf_abcdefghijklmnop", "sk-live-123", "sk-mirror-456"):
+        assert secret not in out
+    printed = yaml.safe_load(out)
+    assert printed["hub_token"] == "***" and printed["endpoint"]["api_key"] == "***"
+    assert printed["mirrors"][0]["api_key"] == "***"
+    # Variable names and unset secrets stay readable: they are not secrets.
+    assert printed["endpoint"]["api_key_env"] == "OPENAI_API_KEY"
+    assert printed["max_new_tokens"] == 512 and printed["endpoint"]["base_url"].startswith("http://")
+
+
+def test_unset_secret_is_shown_as_null(demo, capsys):
+    assert cli.main(["demo", "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["hub_token"] is None
+
+
+def test_run_prints_the_json_summary_and_not_the_secret(demo, capsys):
+    assert cli.main(["demo", "name=x", "steps=3", "hub_token=hf_secretsecretsecret"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out) == {"name": "x", "steps": 3, "has_token": True}
+    assert "hf_secretsecretsecret" not in out
+
+
+def test_unknown_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["curat"])
+    assert e.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
