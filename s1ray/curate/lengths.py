@@ -9,9 +9,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from s1ray.config import StrictModel
 from s1ray.curate.traces import resolved_thinking
 
 DEFAULT_TOKENIZER = "packaged:smollm2-135m-instruct"
+
+
+class LengthsConfig(StrictModel):
+    enabled: bool = True
+    tokenizer: str = DEFAULT_TOKENIZER  # s1: Qwen/Qwen2.5-32B-Instruct's tokenizer
+    trust_remote_code: bool = False
 
 
 def count_tokens(tokenizer, texts: list[str]) -> np.ndarray:
@@ -27,10 +34,11 @@ def count_tokens(tokenizer, texts: list[str]) -> np.ndarray:
 class TraceLengths:
     """Ray Data callable class: adds ``thinking_tokens`` (one tokenizer per actor)."""
 
-    def __init__(self, tokenizer: str = DEFAULT_TOKENIZER, trust_remote_code: bool = False):
+    def __init__(self, cfg: LengthsConfig | None = None):
         from s1ray.models.loading import load_tokenizer
 
-        self.tokenizer = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
+        cfg = cfg or LengthsConfig()
+        self.tokenizer = load_tokenizer(cfg.tokenizer, trust_remote_code=cfg.trust_remote_code)
 
     def __call__(self, df: pd.DataFrame) -> pd.DataFrame:
         out = df.copy()

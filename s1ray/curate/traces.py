@@ -15,7 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pydantic import model_validator
+
 from s1ray.config import StrictModel
+from s1ray.models.generation import GenerationConfig
 
 TEACHER_PROMPT = (
     "Solve the following problem. Think step by step first, then write a line starting with "
@@ -27,15 +30,48 @@ _ANSWER_MARKERS = re.compile(r"(\*\*\s*final answer\s*\*\*|final answer\s*:|answ
 class TracesConfig(StrictModel):
     """Which rows get a teacher trace and how hard to try."""
 
-    enabled: bool = True
+    enabled: bool = False
+    teacher: GenerationConfig | None = None  # required when enabled (s1: Gemini / DeepSeek-R1)
     max_attempts: int = 2  # generations per row before it is quarantined
     retry_temperature: float = 0.7  # later attempts sample, so a retry can differ
     min_thinking_chars: int = 20  # shorter "thinking" counts as a failed generation
     prompt: str = TEACHER_PROMPT
 
+    @model_validator(mode="after")
+    def _needs_teacher(self) -> "TracesConfig":
+        if self.enabled and self.teacher is None:
+            raise ValueError("traces.enabled needs a `teacher` generation config")
+        return self
+
+
+def is_null(value: Any) -> bool:
+    """None, NaN or pd.NA: what a missing cell looks like after Arrow -> pandas."""
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
+def format_question(question: Any, choices: Any = None) -> str:
+    """The question as a model sees it: multiple-choice options listed as ``A. ...`` lines."""
+    text = str(question)
+    if is_null(choices):
+        return text
+    options = [str(c) for c in list(choices)]
+    if not options:
+        return text
+    return text + "\n\n" + "\n".join(f"{'ABCDEFGHIJKLMNOPQRSTUVWXYZ'[i]}. {c}" for i, c in enumerate(options))
+
+
+def row_choices(df: pd.DataFrame, i: int) -> list[str] | None:
+    if "choices" not in df.columns:
+        return None
+    value = df["choices"].iat[i]
+    if is_null(value):
+        return None
+    out = [str(c) for c in list(value)]
+    return out or None
+
 
 def _first_trace(value: Any) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if is_null(value):
         return ""
     if isinstance(value, str):
         return value
@@ -90,23 +126,24 @@ def failure_reason(text: str, finish: str, error: str | None, cfg: TracesConfig)
 class TeacherTraces:
     """Ray Data callable class (actor pool): teacher traces for rows without one, then grades."""
 
-    def __init__(self, gen_cfg: Any, cfg: TracesConfig, generator: Any = None):
+    def __init__(self, cfg: TracesConfig, generator: Any = None):
         from s1ray.models.generation import make_generator
 
+        if cfg.teacher is None and generator is None:
+            raise ValueError("scoring.traces needs a `teacher` generation config")
         self.cfg = cfg
-        self.gen_cfg = gen_cfg
-        self.gen = generator if generator is not None else make_generator(gen_cfg)
+        self.gen = generator if generator is not None else make_generator(cfg.teacher)
 
     def _generate(self, questions: list[str], temperature: float | None) -> list[Any]:
         prompts = [self.gen.chat_prompt(self.cfg.prompt.format(question=q)) for q in questions]
-        if temperature is None or not hasattr(self.gen, "cfg"):
+        if temperature is None or getattr(self.gen, "cfg", None) is None:
             return self.gen.generate(prompts)
-        old = self.gen.cfg.temperature
-        try:
-            self.gen.cfg.temperature = temperature
+        old = self.gen.cfg
+        try:  # a retry samples, so it can differ from the failed greedy attempt
+            self.gen.cfg = old.model_copy(update={"temperature": temperature, "seed": old.seed + 1})
             return self.gen.generate(prompts)
         finally:
-            self.gen.cfg.temperature = old
+            self.gen.cfg = old
 
     def __call__(self, df: pd.DataFrame) -> pd.DataFrame:
         from s1ray.grading import grade
@@ -121,7 +158,7 @@ class TeacherTraces:
             if not todo:
                 break
             temp = None if round_ == 0 else self.cfg.retry_temperature
-            outs = self._generate([str(df["question"].iat[i]) for i in todo], temp)
+            outs = self._generate([format_question(df["question"].iat[i], row_choices(df, i)) for i in todo], temp)
             still = []
             for i, g in zip(todo, outs):
                 reason = failure_reason(g.text, g.finish_reason, g.error, self.cfg)
@@ -143,16 +180,14 @@ class TeacherTraces:
         out["trace_error"] = error
         correct: list[bool | None] = []
         for i in range(n):
-            given = df["attempt_correct"].iat[i] if "attempt_correct" in df.columns else None
-            if given is not None and not pd.isna(given):
+            given = df["attempt_correct"].iat[i] if "attempt_correct" in df.columns and not need[i] else None
+            if not is_null(given):
                 correct.append(bool(given))
                 continue
             resp, ref = out["trace_attempt"].iat[i], df["answer"].iat[i] if "answer" in df.columns else None
-            if not resp or ref is None or pd.isna(ref):
+            if is_null(resp) or not resp or is_null(ref):
                 correct.append(None)
                 continue
-            choices = df["choices"].iat[i] if "choices" in df.columns else None
-            choices = list(choices) if choices is not None and not isinstance(choices, float) else None
-            correct.append(grade(str(resp), str(ref), choices=choices or None).correct)
+            correct.append(grade(str(resp), str(ref), choices=row_choices(df, i)).correct)
         out["trace_correct"] = pd.array(correct, dtype="boolean")
         return out

@@ -1,0 +1,143 @@
+"""Difficulty, as in s1: solver models attempt every question; questions they solve are easy.
+
+Scoring and filtering are separate steps. :class:`SolverAttempts` (one actor pool per
+solver) adds ``solver_<name>_correct`` (True / False / null = no gradable answer),
+``solver_<name>_extracted``, ``solver_<name>_reason`` and ``solver_<name>_tokens``;
+:func:`add_failures` counts ``solver_failures`` / ``solver_solved``; :func:`difficulty_keep`
+decides which rows the filter keeps (``any``: drop a question any solver solved — s1's rule;
+``all``: drop only those every solver solved; ``threshold``: drop when the solved fraction
+reaches ``threshold``; ``none``: keep all, scores only).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from s1ray.config import StrictModel
+from s1ray.curate.traces import format_question, is_null, row_choices
+from s1ray.models.generation import GenerationConfig
+
+SOLVER_PROMPT = "Solve the following problem. Put the final answer in \\boxed{{}}.\n\n{question}"
+CHOICE_PROMPT = ("Answer the following multiple-choice question. Put the letter of the correct option "
+                 "in \\boxed{{}}.\n\n{question}")
+
+
+class SolverConfig(StrictModel):
+    name: str  # column suffix: solver_<name>_correct
+    generation: GenerationConfig
+    prompt: str = SOLVER_PROMPT
+    choice_prompt: str = CHOICE_PROMPT
+
+
+class DifficultyConfig(StrictModel):
+    enabled: bool = True
+    solvers: list[SolverConfig] = []  # s1: Qwen2.5-7B-Instruct and Qwen2.5-32B-Instruct
+    judge: GenerationConfig | None = None  # optional LLM judge (s1: Claude 3.5 Sonnet, Yes/No)
+    judge_mode: Literal["fallback", "always"] = "fallback"  # fallback: only when rules give no verdict
+    filter: Literal["any", "all", "threshold", "none"] = "any"
+    threshold: float = 0.5  # for filter=threshold: drop when solved fraction >= threshold
+    keep_responses: bool = False  # also store solver_<name>_response (large)
+
+
+def _safe_name(name: str) -> str:
+    clean = re.sub(r"[^0-9A-Za-z_]", "_", name)
+    if not clean:
+        raise ValueError(f"solver name {name!r} has no usable characters")
+    return clean
+
+
+def correct_column(name: str) -> str:
+    return f"solver_{_safe_name(name)}_correct"
+
+
+class SolverAttempts:
+    """Ray Data callable class: one solver answers every question; each answer is graded."""
+
+    def __init__(self, solver: SolverConfig, judge: GenerationConfig | None = None,
+                 judge_mode: str = "fallback", keep_responses: bool = False,
+                 generator: Any = None, judge_generator: Any = None):
+        from s1ray.models.generation import make_generator
+
+        self.solver = solver
+        self.prefix = f"solver_{_safe_name(solver.name)}"
+        self.gen = generator if generator is not None else make_generator(solver.generation)
+        self.judge = judge_generator if judge_generator is not None else (
+            make_generator(judge) if judge is not None else None)
+        self.judge_mode = judge_mode
+        self.keep_responses = keep_responses
+
+    def prompt(self, question: Any, choices: list[str] | None) -> str:
+        template = self.solver.choice_prompt if choices else self.solver.prompt
+        return self.gen.chat_prompt(template.format(question=format_question(question, choices)))
+
+    def __call__(self, df: pd.DataFrame) -> pd.DataFrame:
+        from s1ray.grading import grade, judge_grade
+
+        n = len(df)
+        choices = [row_choices(df, i) for i in range(n)]
+        outs = self.gen.generate([self.prompt(df["question"].iat[i], choices[i]) for i in range(n)])
+        refs = list(df["answer"]) if "answer" in df.columns else [None] * n
+        correct, extracted, reasons = [], [], []
+        for i, g in enumerate(outs):
+            ref = None if is_null(refs[i]) else refs[i]
+            if g.finish_reason == "error":
+                res_c, res_x, res_r = None, None, f"generation error: {g.error}"
+            elif ref is None:
+                res_c, res_x, res_r = None, None, "no reference answer"
+            else:
+                gr = grade(g.text, str(ref), choices=choices[i])
+                res_c, res_x, res_r = gr.correct, gr.extracted, gr.reason
+                if self.judge is not None and (self.judge_mode == "always" or gr.correct is None):
+                    jg = judge_grade(str(df["question"].iat[i]), g.text, str(ref), self.judge)
+                    if jg.correct is not None:
+                        res_c, res_r = jg.correct, f"{jg.reason} ({res_r})"
+            correct.append(res_c)
+            extracted.append(res_x)
+            reasons.append(res_r)
+        out = df.copy()
+        out[f"{self.prefix}_correct"] = pd.array(correct, dtype="boolean")
+        out[f"{self.prefix}_extracted"] = extracted
+        out[f"{self.prefix}_reason"] = reasons
+        out[f"{self.prefix}_tokens"] = np.array([g.n_tokens for g in outs], dtype=np.int64)
+        if self.keep_responses:
+            out[f"{self.prefix}_response"] = [g.text for g in outs]
+        return out
+
+
+def add_failures(df: pd.DataFrame, solver_names: list[str]) -> pd.DataFrame:
+    """``solver_solved`` (graded correct) and ``solver_failures`` (wrong or no gradable answer)."""
+    out = df.copy()
+    if not solver_names:
+        out["solver_solved"] = np.zeros(len(df), dtype=np.int64)
+        out["solver_failures"] = np.zeros(len(df), dtype=np.int64)
+        return out
+    solved = np.stack([df[correct_column(s)].astype("boolean").fillna(False).to_numpy(dtype=bool)
+                       for s in solver_names], axis=1)
+    out["solver_solved"] = solved.sum(axis=1).astype(np.int64)
+    out["solver_failures"] = (len(solver_names) - solved.sum(axis=1)).astype(np.int64)
+    return out
+
+
+def difficulty_keep(df: pd.DataFrame, cfg: DifficultyConfig) -> np.ndarray:
+    """Rows the difficulty filter keeps (the scores must already be there)."""
+    n_solvers = len(cfg.solvers)
+    if cfg.filter == "none" or n_solvers == 0:
+        return np.ones(len(df), dtype=bool)
+    solved = df["solver_solved"].to_numpy(dtype=np.int64)
+    if cfg.filter == "any":
+        return solved == 0
+    if cfg.filter == "all":
+        return solved < n_solvers
+    return solved / n_solvers < cfg.threshold
+
+
+def difficulty_reason(df: pd.DataFrame, cfg: DifficultyConfig) -> list[str | None]:
+    """Why a row is dropped (None = kept), for the funnel report."""
+    keep = difficulty_keep(df, cfg)
+    solved = df["solver_solved"].to_numpy() if "solver_solved" in df.columns else np.zeros(len(df))
+    return [None if k else f"too_easy: solved by {int(s)}/{len(cfg.solvers)} solver(s) (filter={cfg.filter})"
+            for k, s in zip(keep, solved)]
