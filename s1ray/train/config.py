@@ -1,0 +1,145 @@
+"""Typed config of one fine-tuning run, with the s1 paper's hyperparameters as defaults.
+
+s1 (Muennighoff et al., 2025): 5 epochs, lr 1e-5, linear warmup over 5% of the steps then
+cosine decay to 0, AdamW (0.9, 0.95), weight decay 1e-4, global batch 16, bf16, block
+size 32,768. The global batch is micro-batch x gradient accumulation x workers; give any
+two of ``global_batch_size``/``gradient_accumulation`` and the rest is worked out
+(:meth:`TrainConfig.batch_layout`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from s1ray.config import ConfigError, RayConfig, StrictModel
+from s1ray.io.readers import SourceConfig
+
+
+class DelimiterConfig(StrictModel):
+    """How the assistant turn is laid out; s1 used Qwen's ``<|im_start|>`` tokens."""
+
+    think: str = "<|im_start|>think\n"
+    answer: str = "\n<|im_start|>answer\n"
+    system_prompt: str | None = None  # None: whatever the chat template adds by itself
+    answer_field: Literal["attempt", "solution"] = "attempt"  # falls back to the other one
+
+
+class DeepSpeedSection(StrictModel):
+    zero_stage: Literal[2, 3] = 3
+    offload_optimizer: bool = False  # optimizer state on CPU (DeepSpeedCPUAdam)
+    offload_params: bool = False  # ZeRO-3 only: parameters on CPU
+    optimizer: Literal["auto", "torch", "deepspeed"] = "auto"  # auto: torch AdamW on CPU without offload
+    reduce_bucket_size: int = 50_000_000
+    overlap_comm: bool | None = None  # None: on with GPUs, off on CPU
+
+    @model_validator(mode="after")
+    def _offload_params_needs_zero3(self) -> "DeepSpeedSection":
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("offload_params needs zero_stage: 3")
+        return self
+
+
+class LoggingConfig(StrictModel):
+    tensorboard: bool = True
+    tensorboard_dir: str | None = None  # default: <storage_path>/<run>/tensorboard when storage is local
+    mlflow_tracking_uri: str | None = None  # set to log to MLflow (needs `pip install mlflow`)
+    mlflow_experiment: str = "s1ray"
+    wandb_project: str | None = None  # set to log to W&B (needs `pip install wandb`, WANDB_API_KEY)
+    progress_bar: bool = True
+
+
+class TrainConfig(StrictModel):
+    """Everything one run needs; ``s1ray train --config FILE key=value ...``."""
+
+    data: SourceConfig
+    model: str  # tiny:<preset>, packaged:<name>, hub id or local folder (s1ray.models.loading)
+    trust_remote_code: bool = False
+    output_dir: str | None = None  # exported HF folder; default <storage_path>/<run_name>/model
+    delimiters: DelimiterConfig = Field(default_factory=DelimiterConfig)
+
+    # --- s1 hyperparameters ---
+    epochs: int = Field(5, ge=1)
+    lr: float = Field(1e-5, gt=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    weight_decay: float = 1e-4
+    max_grad_norm: float = 1.0
+    global_batch_size: int | None = 16  # rows per optimizer step (examples, or packed sequences)
+    micro_batch_size: int = Field(1, ge=1)  # rows per worker per forward pass
+    gradient_accumulation: int | None = None  # None: worked out from global_batch_size
+    block_size: int = Field(32_768, ge=8)  # longer examples are truncated, counted and reported
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # auto: bf16 where the hardware has it
+    seed: int = 0
+
+    # --- efficiency ---
+    batching: Literal["pack", "group", "pad"] = "pack"  # pack sequences / group by length / naive
+    group_size_multiplier: int = Field(16, ge=1)  # "group": sort within chunks of this many steps
+    gradient_checkpointing: bool = False
+    deepspeed: DeepSpeedSection = Field(default_factory=DeepSpeedSection)
+
+    # --- Ray Train ---
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    torch_threads: int | None = None  # default: cpus_per_worker (Ray sets OMP_NUM_THREADS=1)
+    storage_path: str = "~/s1ray_runs"  # local folder, or s3:// gs:// for multi-node
+    storage_is_shared: bool = False  # set when a local-looking storage_path is an NFS mount on every node
+    run_name: str | None = None  # same name again = resume; default derived from model and data
+    checkpoint_every_steps: int = Field(50, ge=1)
+    num_to_keep: int = Field(2, ge=1)
+    max_failures: int = Field(1, ge=0)
+    metrics_every_steps: int = Field(10, ge=1)  # ray.train.report is throttled in V2: not every step
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="after")
+    def _batch_is_consistent(self) -> "TrainConfig":
+        if self.global_batch_size is None and self.gradient_accumulation is None:
+            raise ValueError("give global_batch_size or gradient_accumulation")
+        self.batch_layout()  # raises with the arithmetic spelled out
+        return self
+
+    def batch_layout(self) -> dict[str, int]:
+        """micro x accumulation x workers = global batch, or a ConfigError that shows the numbers."""
+        per_pass = self.micro_batch_size * self.num_workers
+        if self.gradient_accumulation is not None:
+            accum = self.gradient_accumulation
+            if self.global_batch_size is not None and self.global_batch_size != per_pass * accum:
+                raise ConfigError(
+                    f"global_batch_size={self.global_batch_size} != micro_batch_size {self.micro_batch_size} x "
+                    f"gradient_accumulation {accum} x num_workers {self.num_workers} = {per_pass * accum}")
+        else:
+            assert self.global_batch_size is not None
+            if self.global_batch_size % per_pass:
+                raise ConfigError(
+                    f"global_batch_size={self.global_batch_size} is not a multiple of micro_batch_size "
+                    f"{self.micro_batch_size} x num_workers {self.num_workers} = {per_pass}; change one of them "
+                    "or set gradient_accumulation")
+            accum = self.global_batch_size // per_pass
+        return {"micro_batch_size": self.micro_batch_size, "gradient_accumulation": accum,
+                "num_workers": self.num_workers, "global_batch_size": per_pass * accum}
+
+    def resolved_run_name(self) -> str:
+        if self.run_name:
+            return self.run_name
+        raw = f"sft-{self.model.split('/')[-1]}-{self.data.name}"
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", raw)
+
+    def storage_is_local(self) -> bool:
+        return "://" not in self.storage_path
+
+    def resolved_storage_path(self) -> str:
+        return str(Path(self.storage_path).expanduser().resolve()) if self.storage_is_local() else self.storage_path
+
+    def resolved_output_dir(self) -> str:
+        if self.output_dir:
+            return str(Path(self.output_dir).expanduser().resolve())
+        if not self.storage_is_local():
+            raise ConfigError("storage_path is remote: set output_dir to a local folder for the exported model")
+        return str(Path(self.resolved_storage_path()) / self.resolved_run_name() / "model")

@@ -1,0 +1,135 @@
+"""Build the Ray Train ``TorchTrainer`` for a TrainConfig, run it, and export the model.
+
+The driver reads and tokenises the data once (small: s1K is 1,000 examples), reports
+truncation and padding, and hands the row table to the workers as a Ray Dataset that
+every worker receives whole (``DataConfig(datasets_to_split=[])``): the batch plan is
+computed identically on every rank, which is what makes resume exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from s1ray.config import ConfigError
+from s1ray.train.config import TrainConfig
+from s1ray.train.data import build_examples, build_rows, epoch_plan, non_padding_fraction
+
+log = logging.getLogger(__name__)
+
+
+def prepare_data(cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
+    """Read the source, format and tokenise, truncate (counted), pack or not. -> (rows table, info)."""
+    import pyarrow as pa
+
+    from s1ray.io.readers import read_source
+    from s1ray.models.loading import load_tokenizer
+
+    read = read_source(cfg.data)
+    tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    examples, stats = build_examples(read.records, tokenizer, cfg.delimiters, cfg.block_size)
+    stats.n_quarantined += len(read.quarantined)
+    stats.quarantined = read.quarantined + stats.quarantined
+    if not examples:
+        reasons = sorted({q.get("reason", "?") for q in stats.quarantined})[:5]
+        raise ConfigError(f"no usable training examples in {cfg.data.path or cfg.data.hub_id} "
+                          f"({read.n_rows} rows read; reasons: {reasons})")
+    if stats.n_truncated:
+        log.warning("%d of %d examples (%.1f%%) are longer than block_size=%d and were truncated",
+                    stats.n_truncated, stats.n_examples, 100 * stats.truncated_fraction, cfg.block_size)
+    rows = build_rows(examples, cfg.batching, cfg.block_size)
+    rows = rows.append_column("row", pa.array(range(rows.num_rows), pa.int64()))
+    lengths = [len(x) for x in rows.column("input_ids").to_pylist()]
+    layout = cfg.batch_layout()
+    plan = epoch_plan(lengths, cfg.batching, cfg.micro_batch_size, layout["gradient_accumulation"] * cfg.num_workers,
+                      0, cfg.seed, cfg.group_size_multiplier)
+    digest = hashlib.sha256()
+    for ids, names in zip(rows.column("input_ids").to_pylist(), rows.column("example_ids").to_pylist()):
+        digest.update(json.dumps([len(ids), sum(ids), names]).encode())
+    info = {
+        "fingerprint": digest.hexdigest()[:16],
+        "pad_id": int(tokenizer.pad_token_id),
+        "vocab_size": len(tokenizer),
+        "stats": {**{f"data/{k}": v for k, v in stats.as_dict().items()},
+                  "data/n_rows": rows.num_rows, "data/non_pad_fraction": round(non_padding_fraction(lengths, plan), 4),
+                  "data/steps_per_epoch": len(plan)},
+        "quarantined": stats.quarantined[:1000],
+    }
+    return rows, info
+
+
+def _check_storage(cfg: TrainConfig) -> None:
+    """A local storage_path only works on one node (or a shared mount): fail before training starts."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if cfg.storage_is_local() and len(nodes) > 1 and not cfg.storage_is_shared:
+        raise ConfigError(
+            f"storage_path={cfg.storage_path!r} is a local folder but the cluster has {len(nodes)} nodes: "
+            "checkpoints written by workers on other nodes would be lost. Use s3://... or gs://..., or a "
+            "shared NFS mount and set storage_is_shared: true")
+
+
+def build_trainer(cfg: TrainConfig, run_name: str | None = None, callbacks: list | None = None,
+                  extra_loop_config: dict | None = None):
+    """A ready-to-fit TorchTrainer; the same run name in the same storage resumes."""
+    import ray.data
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from s1ray.cluster import init_ray
+    from s1ray.train.loop import train_loop_per_worker
+
+    init_ray(cfg.ray)
+    _check_storage(cfg)
+    name = run_name or cfg.resolved_run_name()
+    storage = cfg.resolved_storage_path()
+    rows, info = prepare_data(cfg)
+    tb_dir = cfg.logging.tensorboard_dir
+    if tb_dir is None and cfg.logging.tensorboard and cfg.storage_is_local():
+        tb_dir = str(Path(storage) / name / "tensorboard")
+    quarantine_file = None
+    if info["quarantined"] and cfg.storage_is_local():
+        quarantine_file = Path(storage) / name / "quarantine.jsonl"
+        quarantine_file.parent.mkdir(parents=True, exist_ok=True)
+        quarantine_file.write_text("".join(json.dumps(q, default=str) + "\n" for q in info["quarantined"]))
+        log.warning("%d training rows quarantined, see %s", len(info["quarantined"]), quarantine_file)
+    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
+    loop_config = {"cfg": cfg.model_dump(mode="json"), "run_name": name, "tensorboard_dir": tb_dir,
+                   "quarantine_file": str(quarantine_file) if quarantine_file else None,
+                   "data": {k: info[k] for k in ("fingerprint", "pad_id", "vocab_size", "stats")},
+                   "extra": dict(extra_loop_config or {})}
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(name=name, storage_path=storage, callbacks=callbacks,
+                             failure_config=FailureConfig(max_failures=cfg.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep)),
+        datasets={"train": ray.data.from_arrow(rows)},
+        dataset_config=DataConfig(datasets_to_split=[]),
+    )
+
+
+def run_train(cfg: TrainConfig) -> dict[str, Any]:
+    """Fit, copy the exported model to output_dir, return where it is and the final metrics."""
+    trainer = build_trainer(cfg)
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    if result.checkpoint is None:
+        raise RuntimeError("training finished without a final checkpoint")
+    from s1ray.train.export import copy_export
+
+    out = cfg.resolved_output_dir()
+    with result.checkpoint.as_directory() as d:
+        copy_export(d, out)
+    loop_config = trainer.train_loop_config
+    return {"model_dir": out, "metrics": dict(result.metrics or {}), "run_name": loop_config["run_name"],
+            "checkpoint": result.checkpoint.path, "batch": cfg.batch_layout(),
+            "data": {k.removeprefix("data/"): v for k, v in loop_config["data"]["stats"].items()},
+            "quarantine_file": loop_config.get("quarantine_file"), "storage_path": cfg.resolved_storage_path()}
