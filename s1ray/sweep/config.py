@@ -1,0 +1,161 @@
+"""``s1ray sweep`` configuration: the search space over subsets, the search, early stopping,
+the smallest-effective-set analysis, and the base train/evaluate configs every trial starts from.
+
+The train and evaluate sections are the ordinary ``s1ray train`` / ``s1ray evaluate`` configs;
+per trial the sweep fills in the training data (the selected subset), the model to evaluate
+(the trained one), output folders, and the searched values (lr, epochs, seed).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from s1ray.config import RayConfig, StrictModel
+from s1ray.curate.selection import Criterion, SelectionParams
+from s1ray.evaluate.config import EvaluateConfig
+from s1ray.train.config import TrainConfig
+
+FULL = "full"
+# Filled in per trial; a placeholder lets the base sections validate without them.
+_TRIAL_DATA = {"name": "sweep-subset", "preset": "s1k"}
+_TRIAL_MODEL = "<trained model of the trial>"
+
+
+class SearchSpace(StrictModel):
+    """Values to sweep. A trial is one combination; size "full" is the whole pool (one trial
+    per seed and hyperparameter setting, whatever the criterion: the set is the same)."""
+
+    sizes: list[int | Literal["full"]] = [100, 250, 500, 1000, FULL]
+    criteria: list[Criterion] = ["s1", "random", "diverse", "longest", "difficulty"]
+    seeds: list[int] = [0]
+    lr: list[float] | None = None  # None: train.lr
+    epochs: list[int] | None = None  # None: train.epochs
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> "SearchSpace":
+        for key in ("sizes", "criteria", "seeds"):
+            if not getattr(self, key):
+                raise ValueError(f"space.{key} is empty")
+        if any(isinstance(s, int) and s < 1 for s in self.sizes):
+            raise ValueError(f"space.sizes must be >= 1 or 'full', got {self.sizes}")
+        return self
+
+
+class SearchSection(StrictModel):
+    """``grid``: every combination; ``random``: ``num_samples`` distinct combinations drawn
+    with ``seed`` (random search over the discrete space). Repeats come from ``space.seeds``."""
+
+    kind: Literal["grid", "random"] = "grid"
+    num_samples: int = Field(8, ge=1)
+    seed: int = 0
+
+
+class ASHASection(StrictModel):
+    """Async successive halving on the intermediate evaluation after each training stage."""
+
+    enabled: bool = False
+    grace_period: int = Field(1, ge=1)  # stages every trial runs before it may be stopped
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class AnalysisSection(StrictModel):
+    epsilon: float = Field(0.02, ge=0)
+    epsilon_mode: Literal["absolute", "relative"] = "absolute"
+    reference: Literal["best", "full"] = "full"  # falls back to "best" (and says so) without a full-pool trial
+
+
+class SweepConfig(StrictModel):
+    """Everything one sweep needs; ``s1ray sweep --config FILE key=value ...``."""
+
+    name: str = "sweep"
+    pool: str  # the scored pool (Parquet file or folder), scored once before the sweep
+    space: SearchSpace = Field(default_factory=SearchSpace)
+    search: SearchSection = Field(default_factory=SearchSection)
+    selection: SelectionParams = Field(default_factory=SelectionParams)
+    # Training is split into `stages` equal parts (epochs / stages each); after each part the model
+    # is evaluated and the score reported, so ASHA can stop weak trials early. A later stage
+    # continues from the previous stage's weights (the lr schedule restarts per stage).
+    stages: int = Field(1, ge=1)
+    intermediate_limit: int | None = Field(None, ge=1)  # questions per benchmark in non-final evaluations
+    asha: ASHASection = Field(default_factory=ASHASection)
+    metric: str = "accuracy"  # key of the evaluation summary to optimise (see driver.extract_score)
+    metric_mode: Literal["max", "min"] = "max"
+    analysis: AnalysisSection = Field(default_factory=AnalysisSection)
+    train: TrainConfig
+    evaluate: EvaluateConfig
+    storage_path: str = "~/s1ray_runs/sweeps"  # the sweep lives in <storage_path>/<name>
+    resume: bool = True  # an existing sweep of the same name is restored (finished trials kept)
+    max_failures: int = Field(1, ge=0)  # retries per trial (Tune FailureConfig)
+    max_concurrent_trials: int | None = Field(None, ge=1)  # None: as many as the cluster's CPUs fit
+    keep_models: bool = False  # keep each trial's final model folder (they add up: ~0.5 GB per 135M model)
+    keep_train_checkpoints: bool = False  # keep Ray Train/DeepSpeed checkpoints of finished stages
+    forbid_scoring_modules: bool = True  # trials refuse to import the curation model stages
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _trial_placeholders(cls, data: Any) -> Any:
+        """The trial fills train.data and evaluate's model: users need not write them."""
+        if isinstance(data, dict):
+            data = dict(data)
+            train = dict(data.get("train") or {})
+            train.setdefault("data", dict(_TRIAL_DATA))
+            data["train"] = train
+            ev = dict(data.get("evaluate") or {})
+            gen = dict(ev.get("generation") or {})
+            gen.setdefault("model", _TRIAL_MODEL)
+            ev["generation"] = gen
+            data["evaluate"] = ev
+        return data
+
+    @model_validator(mode="after")
+    def _stages_divide_epochs(self) -> "SweepConfig":
+        for e in self.space.epochs or [self.train.epochs]:
+            if e % self.stages:
+                raise ValueError(f"epochs {e} is not a multiple of stages {self.stages}: each stage trains "
+                                 "epochs / stages epochs")
+        if self.asha.enabled and self.stages < 2:
+            raise ValueError("asha.enabled needs stages >= 2 (an intermediate evaluation to stop on)")
+        if self.asha.enabled and self.asha.grace_period >= self.stages:
+            raise ValueError(f"asha.grace_period {self.asha.grace_period} must be < stages {self.stages}")
+        return self
+
+
+def trial_grid(cfg: SweepConfig) -> list[dict[str, Any]]:
+    """The trials to run, each a dict of criterion/size/seed (+ lr/epochs when searched)."""
+    sp = cfg.space
+    extra = {k: v for k, v in (("lr", sp.lr), ("epochs", sp.epochs)) if v}
+    trials, seen = [], set()
+    for size, criterion, seed, *vals in itertools.product(sp.sizes, sp.criteria, sp.seeds, *extra.values()):
+        if size == FULL:
+            criterion = FULL  # the same set whichever criterion picked it
+        t = {"criterion": criterion, "size": size, "seed": seed, **dict(zip(extra, vals))}
+        key = tuple(sorted(t.items(), key=lambda kv: kv[0]))
+        if key not in seen:
+            seen.add(key)
+            trials.append(t)
+    if cfg.search.kind == "random":
+        rng = random.Random(cfg.search.seed)
+        trials = rng.sample(trials, min(cfg.search.num_samples, len(trials)))
+    return trials
+
+
+def trial_cpus(cfg: SweepConfig) -> float:
+    """CPUs one trial holds at its peak: its Train workers, or its evaluation actors."""
+    train = cfg.train.num_workers * cfg.train.cpus_per_worker
+    return max(train, eval_cpus(cfg.evaluate))
+
+
+def eval_cpus(ev: EvaluateConfig) -> float:
+    return float(ev.generation.num_cpus) * max(1, ev.generation.concurrency)
+
+
+def concurrent_trials(cfg: SweepConfig, cluster_cpus: float) -> int:
+    """As many trials as fit side by side, so no trial's workers wait on another's."""
+    fit = max(1, math.floor(cluster_cpus / max(trial_cpus(cfg), 1e-9) + 1e-9))
+    return min(fit, cfg.max_concurrent_trials) if cfg.max_concurrent_trials else fit

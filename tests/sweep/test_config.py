@@ -1,0 +1,85 @@
+"""Sweep config: trial grid, search, resources, and the scoring-model guard."""
+
+import sys
+
+import pytest
+
+from s1ray.config import ConfigError, load_config
+from s1ray.sweep.config import SweepConfig, concurrent_trials, trial_cpus, trial_grid
+from s1ray.sweep.driver import ScoringImportGuard, extract_score, is_scoring_module
+
+BASE = {
+    "pool": "pool.parquet",
+    "train": {"model": "tiny:tiny", "epochs": 2, "global_batch_size": 2},
+    "evaluate": {"benchmarks": [{"name": "jsonl", "path": "eval.jsonl"}], "budgets": [8]},
+}
+
+
+def make(**over):
+    data = {**BASE, **over}
+    return SweepConfig.model_validate(data)
+
+
+def test_grid_dedups_full_pool_trials_and_crosses_lr():
+    cfg = make(space={"sizes": [10, "full"], "criteria": ["s1", "random"], "seeds": [0, 1], "lr": [1e-5, 1e-4]})
+    trials = trial_grid(cfg)
+    # 10: 2 criteria x 2 seeds x 2 lr = 8; full: 1 (whatever criterion) x 2 seeds x 2 lr = 4
+    assert len(trials) == 12
+    full = [t for t in trials if t["size"] == "full"]
+    assert len(full) == 4 and all(t["criterion"] == "full" for t in full)
+    assert {t["lr"] for t in trials} == {1e-5, 1e-4}
+
+
+def test_random_search_draws_distinct_trials_reproducibly():
+    space = {"sizes": [1, 2, 3, 4], "criteria": ["s1", "random", "longest"], "seeds": [0]}
+    a = trial_grid(make(space=space, search={"kind": "random", "num_samples": 5, "seed": 3}))
+    b = trial_grid(make(space=space, search={"kind": "random", "num_samples": 5, "seed": 3}))
+    assert a == b and len(a) == 5 and len({tuple(sorted(t.items())) for t in a}) == 5
+
+
+def test_trial_placeholders_and_validation_errors(tmp_path):
+    cfg = make()
+    assert cfg.train.data.preset == "s1k"  # filled per trial, not needed in the YAML
+    with pytest.raises(ValueError, match="not a multiple of stages"):
+        make(stages=2, space={"epochs": [3]})
+    with pytest.raises(ValueError, match="needs stages >= 2"):
+        make(asha={"enabled": True})
+    p = tmp_path / "s.yaml"
+    p.write_text("pool: x\ntrain: {model: tiny:tiny}\nevaluate: {benchmarks: [{name: aime24}], budgets: [8]}\n"
+                 "space: {criteria: [best]}\n")
+    with pytest.raises(ConfigError, match="space.criteria"):
+        load_config(SweepConfig, p)
+
+
+def test_concurrency_fits_workers_of_every_running_trial():
+    cfg = make(train={**BASE["train"], "num_workers": 2, "global_batch_size": 2})
+    assert trial_cpus(cfg) == 2
+    assert concurrent_trials(cfg, 2) == 1  # two 2-worker trials on 2 CPUs would deadlock
+    assert concurrent_trials(cfg, 8) == 4
+    one = make()
+    assert concurrent_trials(one, 2) == 2
+    assert concurrent_trials(make(max_concurrent_trials=1), 2) == 1
+
+
+def test_scoring_guard_refuses_model_stage_imports():
+    assert is_scoring_module("sentence_transformers.models")
+    assert is_scoring_module("s1ray.curate.domains")
+    assert not is_scoring_module("s1ray.curate.selection")
+    guard = ScoringImportGuard()
+    sys.meta_path.insert(0, guard)
+    try:
+        sys.modules.pop("s1ray.curate.lengths", None)
+        with pytest.raises(ImportError, match="must never load a scoring model"):
+            import s1ray.curate.lengths  # noqa: F401
+    finally:
+        sys.meta_path.remove(guard)
+
+
+def test_extract_score_aggregates_and_names_missing_key():
+    summary = {"b1": {"budget_forcing": {"budgets": [{"accuracy": 0.2}, {"accuracy": 0.4}], "performance": 0.4}},
+               "b2": {"budget_forcing": {"budgets": [{"accuracy": 0.6}, {"accuracy": 0.5}], "performance": 0.6}}}
+    assert extract_score(summary, "accuracy") == pytest.approx(0.45)  # largest budget, mean over benchmarks
+    assert extract_score(summary, "performance") == pytest.approx(0.5)
+    assert extract_score({"a": {"b": 0.5}}, "a.b") == 0.5
+    with pytest.raises(KeyError, match="no 'a.c'"):
+        extract_score({"a": {"b": 0.5}}, "a.c")

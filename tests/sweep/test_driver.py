@@ -1,0 +1,116 @@
+"""The Tune sweep end to end on CPU with tiny:tiny: a 2x2 sweep that is killed after its first
+finished trial and resumed (finished trials are not redone), a failing criterion retried and
+shown in the table, and no trial loading a scoring model."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from s1ray.config import load_config
+from s1ray.sweep.config import SweepConfig
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+
+def scored_pool(n: int = 12) -> pd.DataFrame:
+    """A scored pool in the shape the scoring stages write, without `solver_failures`
+    (so the "difficulty" criterion fails in selection: the failing trial of the test)."""
+    rows = []
+    for i in range(n):
+        a, b = 3 + i, 5 + 2 * i
+        steps = " ".join(f"{a} + {k} = {a + k}." for k in range(1 + i % 4))
+        rows.append({
+            "id": f"q{i:03d}", "source": "synthetic", "source_type": "synthetic/add", "origin": f"test:{i}",
+            "question": f"What is {a} + {b}?", "solution": f"\\boxed{{{a + b}}}", "answer": str(a + b),
+            "choices": None, "cot_type": "math", "thinking": [f"Add {a} and {b}. {steps} Sum {a + b}."],
+            "attempt": f"\\boxed{{{a + b}}}", "attempt_correct": True, "domain": ["algebra", "arith"][i % 2],
+            "metadata": "{}", "thinking_tokens": 20 + 7 * i,
+        })
+    return pd.DataFrame(rows)
+
+
+def write_setup(tmp: Path) -> Path:
+    pool = tmp / "pool.parquet"
+    scored_pool().to_parquet(pool)
+    bench = tmp / "bench.jsonl"
+    bench.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
+                             for i in (2, 3)))
+    cfg = {
+        "name": "t2x2", "pool": str(pool), "storage_path": str(tmp / "sweeps"),
+        "space": {"sizes": [4, 8], "criteria": ["s1", "random", "difficulty"], "seeds": [0]},
+        "analysis": {"epsilon": 0.5, "reference": "full"},
+        "max_failures": 1,
+        "train": {"model": "tiny:tiny", "epochs": 1, "global_batch_size": 2, "block_size": 128,
+                  "checkpoint_every_steps": 1000, "metrics_every_steps": 1000,
+                  "deepspeed": {"zero_stage": 2}, "logging": {"tensorboard": False, "progress_bar": False}},
+        "evaluate": {"benchmarks": [{"name": "jsonl", "path": str(bench)}], "budgets": [4],
+                     "generation": {"max_new_tokens": 4, "batch_size": 4},
+                     "budget_forcing": {"max_answer_tokens": 4}, "bootstrap_samples": 10, "progress": False},
+    }
+    path = tmp / "sweep.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def finished_trials(sweep: Path) -> list[Path]:
+    return [p.parent for p in sweep.glob("trials/*/trial_state.json")
+            if json.loads(p.read_text())["stage"] >= 1]
+
+
+def test_sweep_interrupted_resumes_without_redoing_finished_trials(tmp_path, ray_local):
+    from s1ray.sweep.driver import run_sweep
+
+    cfg_path = write_setup(tmp_path)
+    sweep = tmp_path / "sweeps" / "t2x2"
+    # 1) Run the sweep in its own process (its own local Ray) and kill it hard once a trial finished.
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "s1ray.cli", "sweep", "--config", str(cfg_path)], cwd=REPO,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 150
+        while not finished_trials(sweep) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        time.sleep(1.5)  # let Tune write its experiment state
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the group this test started, nothing else
+        proc.wait(timeout=30)
+    done_before = {p.name: p.joinpath("attempts.jsonl").read_text().count("\n") for p in finished_trials(sweep)}
+    assert done_before, "no trial finished before the kill"
+    assert len(done_before) < 4, "the sweep finished before it could be interrupted"
+
+    # 2) Resume: same config, same name -> Tuner.restore.
+    summary = run_sweep(load_config(SweepConfig, cfg_path))
+    assert summary["restored"] is True
+    table = pd.read_csv(summary["trials_csv"])
+    grid = table[table["criterion"] != "difficulty"]
+    assert len(grid) == 4 and (grid["status"] == "completed").all(), table.to_string()
+    assert sorted(zip(grid["criterion"], grid["size"].astype(str))) == [("random", "4"), ("random", "8"), ("s1", "4"),
+                                                            ("s1", "8")]
+    assert set(grid["n_rows"]) == {4, 8}
+    # Finished trials were not trained again: no new attempt in their log.
+    for trial_id, n_attempts in done_before.items():
+        assert (sweep / "trials" / trial_id / "attempts.jsonl").read_text().count("\n") == n_attempts
+    # The failing criterion is retried (max_failures=1 -> 2 attempts) and shown, never missing.
+    failed = table[table["criterion"] == "difficulty"]
+    assert len(failed) == 2 and (failed["status"] == "failed").all()
+    assert failed["error"].str.contains("solver_failures").all()
+    for trial_id in failed["trial_id"]:
+        assert (sweep / "trials" / trial_id / "attempts.jsonl").read_text().count("\n") == 2
+    # No trial imported scoring-model code.
+    assert table["scoring_modules_loaded"].fillna("").eq("").all()
+    # The analysis: no full-pool trial, so it falls back to the best and says so; all files written.
+    assert summary["reference"]["used"] == "best"
+    report = Path(summary["paths"]["markdown"]).read_text()
+    assert "difficulty" in report and "no completed full-pool trial" in report
+    assert Path(summary["paths"]["plot"]).stat().st_size > 1000
