@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from s1ray.config import RayConfig
@@ -20,7 +21,7 @@ def init_ray(cfg: RayConfig | None = None) -> None:
         return
     cfg = cfg or RayConfig()
     address = cfg.address or os.environ.get("RAY_ADDRESS")
-    runtime_env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
+    runtime_env = _driver_runtime_env()
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
     else:
@@ -30,6 +31,19 @@ def init_ray(cfg: RayConfig | None = None) -> None:
             include_dashboard=cfg.include_dashboard,
             runtime_env=runtime_env,
         )
+
+
+def _driver_runtime_env() -> dict:
+    """s1ray's worker defaults, minus keys a submitted job's runtime env already sets.
+
+    Inside ``ray job submit`` the job's runtime env is injected into ``ray.init``, and Ray
+    refuses to merge an env var set on both sides (jobs/runtime_env.yaml sets this one too).
+    """
+    env_vars = {"TOKENIZERS_PARALLELISM": "false"}
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+    taken = ((job.get("runtime_env") or {}).get("env_vars")) or {}
+    env_vars = {k: v for k, v in env_vars.items() if k not in taken}
+    return {"env_vars": env_vars} if env_vars else {}
 
 
 def cluster_cpus() -> float:

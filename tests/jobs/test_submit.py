@@ -35,23 +35,30 @@ def head():
         assert left == [], f"Ray processes of the test head node still alive: {left}"
 
 
-def scored_pool(n: int = 60) -> pd.DataFrame:
-    """A small scored pool in the columns `s1ray select` reads, six domains."""
-    return pd.DataFrame({
-        "id": [f"q{i:03d}" for i in range(n)],
-        "question": [f"What is {i} + {i}?" for i in range(n)],
-        "solution": [f"{i} + {i} = {2 * i}" for i in range(n)],
-        "answer": [str(2 * i) for i in range(n)],
-        "source_type": ["qfq/openaimath/Algebra" if i % 3 else "gsm8k" for i in range(n)],
-        "cot_type": ["math"] * n,
-        "thinking": [[f"add {i} to itself " * (1 + i % 7)] for i in range(n)],
-        "attempt": [f"\\boxed{{{2 * i}}}" for i in range(n)],
-        "attempt_correct": [i % 4 != 0 for i in range(n)],
-        "domain": [f"{10 + i % 6:02d}" for i in range(n)],
-        "thinking_tokens": [100 + 37 * i for i in range(n)],
-        "solver_failures": [i % 3 for i in range(n)],
-        "metadata": ["{}"] * n,
-    })
+MATH500 = "How many vertical asymptotes does the graph of $y=\\frac{2}{x^2+x-6}$ have?"
+
+
+def write_fixture(d: Path) -> Path:
+    """A tiny question source (with one duplicate, one contaminated, one too short, one broken
+    line), an evaluation set, and the curate config the job runs; returns the config path."""
+    rows = [
+        {"problem": "What is the smallest prime number greater than 50 that ends in 3?", "solution": "\\boxed{53}"},
+        {"problem": "what is the SMALLEST prime number greater than 50 that ends in  3 ?", "solution": "\\boxed{53}"},
+        {"problem": MATH500, "solution": "There are $\\boxed{2}$."},
+        {"problem": "Tom has 3 apples and buys 4 more at the shop. How many apples does he have?",
+         "solution": "\\boxed{7}"},
+        {"problem": "Compute $7$.", "solution": "\\boxed{7}"},
+    ]
+    lines = [json.dumps(r) for r in rows] + ['{"problem": "broken json", ']
+    (d / "pool.jsonl").write_text("\n".join(lines) + "\n")
+    (d / "math500.jsonl").write_text(json.dumps({"problem": MATH500, "solution": "\\boxed{2}"}) + "\n")
+    config = d / "curate.yaml"
+    config.write_text(yaml.safe_dump({
+        "sources": [{"name": "pool", "path": str(d / "pool.jsonl"), "preset": "math"}],
+        "eval_sets": [{"name": "math500", "path": str(d / "math500.jsonl"), "preset": "math"}],
+        "output_dir": str(d / "out"), "batch_size": 8,
+    }))
+    return config
 
 
 def public_sockets(sockets):
@@ -75,17 +82,12 @@ def submit_and_watch(head, args: list[str], timeout: float) -> tuple[subprocess.
     return subprocess.CompletedProcess(cmd, proc.returncode, out, ""), seen
 
 
-def test_submit_select_job_to_a_local_head(head, tmp_path):
-    pool = tmp_path / "pool.parquet"
-    scored_pool().to_parquet(pool)
-    out = tmp_path / "selected"
-    config = tmp_path / "select.yaml"
-    config.write_text(yaml.safe_dump({"input": str(pool), "output_dir": str(out), "criterion": "s1",
-                                      "size": 12, "formats": ["parquet", "jsonl"], "plot": False}))
+def test_submit_curate_job_to_a_local_head(head, tmp_path):
+    config = write_fixture(tmp_path)
     sid = f"s1ray-test-{uuid.uuid4().hex[:8]}"
     # The README's command; the entrypoint first prints where `s1ray` is imported from.
     entry = ("python -c 'import s1ray; print(\"S1RAY_FROM\", s1ray.__file__)' && "
-             f"python jobs/select_subset.py --config {config} seed=3")
+             f"python jobs/curate.py --config {config} plot=false")
     t0 = time.monotonic()
     submit, sockets = submit_and_watch(head, ["--submission-id", sid, "--runtime-env", "jobs/runtime_env.yaml",
                                               "--working-dir", ".", "--", "bash", "-c", entry], timeout=240)
@@ -101,13 +103,20 @@ def test_submit_select_job_to_a_local_head(head, tmp_path):
     assert info["runtime_env"]["working_dir"].startswith("gcs://_ray_pkg_")
     logs = head.ray("job", "logs", "--address", head.dashboard_url, sid).stdout
 
-    # Code came from the uploaded working_dir (runtime env), not the machine's installed copy.
+    # Code came from the uploaded working_dir, not the machine's installed copy.
     origin = next(line.split()[1] for line in logs.splitlines() if line.startswith("S1RAY_FROM"))
     assert "working_dir_files" in origin and str(head.tmpdir) in origin, origin
-    # The job's own summary (printed by s1ray.cli) and its files agree.
-    summary = json.loads(logs[logs.index("{\n"):logs.rindex("}") + 1])
-    assert summary["size"] == 12 and summary["pool_size"] == 60
-    subset = pd.read_parquet(out / "subset.parquet")
-    assert len(subset) == 12 and subset["id"].is_unique
-    assert sum(1 for _ in open(out / "subset.jsonl")) == 12
+    # The driver joined this cluster (RAY_ADDRESS set by the job server), not a private one.
+    assert "Connecting to existing Ray cluster" in logs
+
+    # The job's own summary (printed last by s1ray.cli) agrees with the files it wrote.
+    summary = json.loads(logs[logs.rindex("\n{\n") + 1:logs.rindex("}") + 1])
+    assert summary["input"] == 6 and summary["quarantined"] == 1 and summary["kept"] == 2
+    assert summary["accounting"]["ok"]
+    pool = pd.read_parquet(summary["paths"]["scored_pool"])
+    assert len(pool) == 5 and int(pool["keep"].sum()) == 2
+    kept = set(pool.loc[pool["keep"], "question"])
+    assert kept == {"What is the smallest prime number greater than 50 that ends in 3?",
+                    "Tom has 3 apples and buys 4 more at the shop. How many apples does he have?"}
+    assert json.loads(Path(summary["paths"]["report_json"]).read_text())["kept"] == 2
     print(f"job {sid}: {elapsed:.1f}s", file=sys.stderr)
