@@ -1,8 +1,9 @@
 """``s1ray curate`` configuration: sources, evaluation sets and the rule stages' knobs.
 
-Each rule stage has its own section. A stage's *scores* depend only on its section (and on
-the stages before it), so changing a threshold that only the filter reads (``min_words``,
-``require``, ...) never recomputes a score: the cached stage outputs are reused.
+Each rule stage has its own section. A stage's cached output is keyed only by the sections
+its scores depend on (and the stages before it): quality flags need no config at all, so
+changing a quality threshold (``min_words``, ``require``, ...) never recomputes them; only
+dedup, which prefers quality-passing rows as the kept copy, is recomputed.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ class Stage:
 
 
 STAGES: list[Stage] = [
-    Stage("quality", quality.score_quality, ("quality",), quality.SCORE_COLUMNS),
+    Stage("quality", quality.score_quality, (), quality.SCORE_COLUMNS),
     Stage("dedup", dedup.score_dedup, ("quality", "dedup"), dedup.SCORE_COLUMNS),
     Stage("decontam", decontam.score_decontam, ("decontam", "eval_sets"), decontam.SCORE_COLUMNS),
 ]
@@ -146,8 +146,6 @@ def to_dataset(table: pa.Table, batch_size: int):
 def score_pool(ds, cfg: CurateConfig, cache_dir: Path | None = None, upstream: str = "",
                log: Callable[[str], None] = print) -> tuple[Any, dict[str, Any]]:
     """Run every enabled stage; with ``cache_dir`` reuse or store each stage's output."""
-    import ray
-
     info: dict[str, Any] = {}
     key = upstream
     for stage in STAGES:
@@ -158,19 +156,17 @@ def score_pool(ds, cfg: CurateConfig, cache_dir: Path | None = None, upstream: s
         t0 = time.perf_counter()
         done = cache_dir / f"{stage.name}-{key}" if cache_dir else None
         if done is not None and (done / "_SUCCESS").exists():
-            ds = ray.data.read_parquet(str(done / "data"))
+            # Read on the driver: no read tasks to spawn, and stage outputs are pool-sized.
+            ds = to_dataset(pq.read_table(done / "data").sort_by("row_index"), cfg.batch_size)
             info[stage.name] = {"status": "reused", "key": key, "seconds": 0.0}
             log(f"[curate] stage {stage.name}: reusing {done}")
             continue
-        ds = stage.run(ds, cfg)
+        ds = stage.run(ds, cfg).materialize()
         if done is not None:
             if done.exists():
                 shutil.rmtree(done)
             ds.write_parquet(str(done / "data"))
             (done / "_SUCCESS").write_text(key)
-            ds = ray.data.read_parquet(str(done / "data"))
-        else:
-            ds = ds.materialize()
         info[stage.name] = {"status": "computed", "key": key, "seconds": round(time.perf_counter() - t0, 2)}
         log(f"[curate] stage {stage.name}: computed in {info[stage.name]['seconds']} s")
     return ds, info
