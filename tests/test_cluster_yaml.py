@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -148,3 +149,25 @@ def test_credential_scan_catches_a_planted_key(tmp_path):
                  "  password: 'hunter2hunter2hunter2'", "  HF_TOKEN: hf_abcdefghijklmnopqrstuvwx"]:
         planted = CLUSTER.read_text() + "\n" + line + "\n"
         assert any(re.search(p, planted) for p in CREDENTIAL_PATTERNS), line
+
+
+def all_commands(cfg: dict) -> list[str]:
+    keys = ["initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
+            "head_start_ray_commands", "worker_start_ray_commands"]
+    cmds = [c for k in keys for c in cfg.get(k, [])]
+    return cmds + [c for n in cfg["available_node_types"].values() for c in n.get("worker_setup_commands", [])]
+
+
+def test_every_command_is_valid_shell():
+    for cmd in all_commands(raw()):
+        check = subprocess.run(["bash", "-n", "-c", cmd], capture_output=True, text=True)
+        assert check.returncode == 0, f"{cmd!r}: {check.stderr}"
+
+
+def test_shared_storage_is_mounted_on_every_host_and_container():
+    cfg = raw()
+    mount = " ".join(cfg["initialization_commands"])  # host level, before the container starts
+    assert "mount -t nfs4" in mount and f".efs.{cfg['provider']['region']}.amazonaws.com:/" in mount
+    assert "/mnt/s1ray" in mount
+    assert "-v /mnt/s1ray:/mnt/s1ray" in cfg["docker"]["run_options"]
+    assert "-e S1RAY_STORAGE=/mnt/s1ray" in cfg["docker"]["run_options"]
