@@ -1,0 +1,79 @@
+"""Typed configs: YAML + dotted overrides; bad keys and types fail naming the key; secrets redacted."""
+
+import pytest
+
+from s1ray.config import (ConfigError, RayConfig, StrictModel, dump_config, load_config, parse_overrides,
+                          secret_from_env)
+
+
+class Endpoint(StrictModel):
+    base_url: str = "http://localhost"
+    api_key: str | None = None
+    api_key_env: str | None = "OPENAI_API_KEY"
+
+
+class Train(StrictModel):
+    lr: float = 1e-5
+    epochs: int = 1
+    tags: list[str] = []
+
+
+class Job(StrictModel):
+    name: str
+    train: Train = Train()
+    endpoint: Endpoint = Endpoint()
+    ray: RayConfig = RayConfig()
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text("name: demo\ntrain:\n  lr: 0.001\n  epochs: 2\n")
+    cfg = load_config(Job, path, ["train.epochs=5", "train.tags=[a, b]", "ray.num_cpus=2"])
+    assert cfg.name == "demo" and cfg.train.lr == 0.001 and cfg.train.epochs == 5
+    assert cfg.train.tags == ["a", "b"] and cfg.ray.num_cpus == 2
+
+
+def test_parse_overrides_nests_and_parses_yaml_values():
+    assert parse_overrides(["a.b=1", "a.c=x", "d=true", "e="]) == {"a": {"b": 1, "c": "x"}, "d": True, "e": ""}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["novalue"])
+    with pytest.raises(ConfigError, match="empty key"):
+        parse_overrides(["a..b=1"])
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text("name: demo\ntrain:\n  lrr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"train\.lrr: unknown key"):
+        load_config(Job, path)
+    with pytest.raises(ConfigError, match=r"train\.nope: unknown key"):
+        load_config(Job, None, ["name=x", "train.nope=1"])
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError) as e:
+        load_config(Job, None, ["name=x", "train.epochs=many"])
+    assert "train.epochs" in str(e.value) and "many" in str(e.value)
+    with pytest.raises(ConfigError, match="name"):
+        load_config(Job, None, [])  # missing required key
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(Job, tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(Job, bad)
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(Job, bad)
+
+
+def test_dump_redacts_secrets_but_not_variable_names(monkeypatch):
+    cfg = load_config(Job, None, ["name=x", "endpoint.api_key=sk-very-secret"])
+    text = dump_config(cfg)
+    assert "sk-very-secret" not in text and "***" in text
+    assert "OPENAI_API_KEY" in text  # *_env names the variable, it is not a secret
+    monkeypatch.setenv("MY_TOKEN", "t0k")
+    assert secret_from_env("MY_TOKEN") == "t0k" and secret_from_env(None) is None
