@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from s1ray.config import StrictModel
 from s1ray.curate.difficulty import DifficultyConfig, SolverAttempts, add_failures, difficulty_reason
@@ -77,8 +78,91 @@ def fitted_cpus(requested: list[tuple[float, int]], total: float, reserve: float
     return [max(0.01, math.floor(c * scale * 1000) / 1000) for c, _ in requested]
 
 
-def score_dataset(ds: Any, cfg: ScoringConfig) -> Any:
-    """``ds`` with the scoring stages appended (lazy, streaming), plus ``solver_failures``."""
+# Types of every column the stages add, so blocks always agree (an all-null block would
+# otherwise become Arrow's null type and break concatenation and Parquet reads).
+COLUMN_TYPES: dict[str, pa.DataType] = {
+    "teacher_thinking": pa.string(), "teacher_attempt": pa.string(), "trace_source": pa.string(),
+    "trace_thinking": pa.string(), "trace_attempt": pa.string(), "trace_error": pa.string(),
+    "trace_correct": pa.bool_(), "thinking_tokens": pa.int64(),
+    "domain_pred": pa.string(), "domain_title": pa.string(), "domain_score": pa.float32(),
+    "domain_method": pa.string(), "domain_raw": pa.string(), "domain_cluster": pa.int64(),
+    "_domain_emb": pa.list_(pa.float32()), "solver_solved": pa.int64(), "solver_failures": pa.int64(),
+}
+_SUFFIX_TYPES = {"_correct": pa.bool_(), "_extracted": pa.string(), "_reason": pa.string(),
+                 "_tokens": pa.int64(), "_response": pa.string()}
+SCORE_COLUMNS = {
+    "teacher_thinking / teacher_attempt": "teacher's trace and answer (rows without their own trace)",
+    "trace_thinking / trace_attempt / trace_source": "resolved trace: the source's own, else the teacher's",
+    "trace_error": "why the teacher kept failing (row is quarantined)",
+    "trace_correct": "resolved attempt graded correct (source grade, else graded vs the reference)",
+    "thinking_tokens": "resolved trace length in tokens of the configured tokenizer",
+    "domain_pred / domain_title / domain_score / domain_method": "MSC top-level code from the classifier",
+    "solver_<name>_correct / _extracted / _reason / _tokens": "each solver's graded attempt",
+    "solver_solved / solver_failures": "solvers that got it right / wrong (or gave no gradable answer)",
+}
+
+
+def column_type(name: str) -> pa.DataType | None:
+    if name in COLUMN_TYPES:
+        return COLUMN_TYPES[name]
+    if name.startswith("solver_"):
+        for suffix, typ in _SUFFIX_TYPES.items():
+            if name.endswith(suffix):
+                return typ
+    return None
+
+
+def _arrow_column(values: list[Any], name: str) -> pa.Array:
+    typ = column_type(name)
+    clean = [None if (v is None or (pd.api.types.is_scalar(v) and pd.isna(v))) else v for v in values]
+    if typ is None:
+        return pa.array(clean, from_pandas=True)
+    if pa.types.is_list(typ):
+        clean = [None if v is None else np.asarray(v, dtype=np.float32) for v in clean]
+    return pa.array(clean, type=typ, from_pandas=True)
+
+
+class ArrowStage:
+    """Runs a pandas stage on an Arrow batch and APPENDS its new columns with fixed types.
+
+    The input columns pass through untouched (no pandas round trip), rows marked in
+    ``skip_column`` (e.g. already dropped by a rule stage) are not sent to the model and get
+    nulls, and replaced columns (``_domain_emb`` after refinement) are dropped.
+    """
+
+    def __init__(self, fn: Any, kwargs: dict[str, Any] | None = None, skip_column: str | None = None,
+                 construct: bool = True, replace: tuple[str, ...] = ()):
+        self.fn = fn(**(kwargs or {})) if construct else fn
+        self.kwargs = {} if construct else (kwargs or {})
+        self.skip_column = skip_column
+        self.replace = replace  # existing columns the stage recomputes
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        n = batch.num_rows
+        active = np.ones(n, dtype=bool)
+        if self.skip_column and self.skip_column in batch.column_names:
+            active = ~np.asarray(batch[self.skip_column].to_numpy(zero_copy_only=False), dtype=bool)
+        rows = np.flatnonzero(active)
+        if len(rows) == 0:
+            return batch
+        df = batch.take(pa.array(rows)).to_pandas() if len(rows) < n else batch.to_pandas()
+        res = self.fn(df, **self.kwargs)
+        new = [c for c in res.columns if c not in batch.column_names or c in self.replace]
+        gone = [c for c in batch.column_names if c not in res.columns or c in self.replace]
+        out = batch.drop_columns(gone) if gone else batch
+        for col in new:
+            values: list[Any] = [None] * n
+            for i, v in zip(rows, res[col].tolist()):
+                values[i] = v
+            out = out.append_column(col, _arrow_column(values, col))
+        return out
+
+
+def score_dataset(ds: Any, cfg: ScoringConfig, skip_column: str | None = None) -> Any:
+    """``ds`` with the scoring stages appended (lazy, streaming), plus ``solver_failures``.
+
+    Rows where ``skip_column`` is true are passed through unscored (their score columns null).
+    """
     import ray
 
     stages = _stages(cfg)
@@ -91,31 +175,34 @@ def score_dataset(ds: Any, cfg: ScoringConfig) -> Any:
         resources: dict[str, Any] = {"num_cpus": ncpu}
         if getattr(pool, "num_gpus", 0):
             resources["num_gpus"] = pool.num_gpus
-        ds = ds.map_batches(cls, fn_constructor_kwargs=kwargs,
+        ds = ds.map_batches(ArrowStage, fn_constructor_kwargs={"fn": cls, "kwargs": kwargs, "skip_column": skip_column},
                             compute=ray.data.ActorPoolStrategy(size=pool.concurrency),
-                            batch_size=pool.batch_size, batch_format="pandas", **resources)
+                            batch_size=pool.batch_size, batch_format="pyarrow", **resources)
         if name == "domains" and cfg.domains.method == "embedding" and cfg.domains.refine_clusters > 0:
-            ds = refine_domains_dataset(ds, cfg.domains)
+            ds = refine_domains_dataset(ds, cfg.domains, skip_column)
     names = [s.name for s in cfg.difficulty.solvers] if cfg.difficulty.enabled else []
-    return ds.map_batches(add_failures, fn_kwargs={"solver_names": names}, batch_format="pandas")
+    return ds.map_batches(ArrowStage(add_failures, {"solver_names": names}, construct=False), batch_format="pyarrow")
 
 
-def refine_domains_dataset(ds: Any, cfg: DomainsConfig) -> Any:
+def refine_domains_dataset(ds: Any, cfg: DomainsConfig, skip_column: str | None = None) -> Any:
     """Cluster refinement needs every embedding: materialize, fit k-means here, relabel in batches."""
-    ds = ds.materialize()
-    emb = np.stack(ds.select_columns(["_domain_emb"]).to_pandas()["_domain_emb"].to_numpy())
-    emb = emb.astype(np.float32)
     from s1ray.curate.domains import kmeans
 
+    ds = ds.materialize()
+    col = ds.select_columns(["_domain_emb"]).to_pandas()["_domain_emb"]
+    emb = np.stack([v for v in col if v is not None]).astype(np.float32)
     rng = np.random.default_rng(cfg.seed)
     sample = emb if len(emb) <= 20_000 else emb[rng.choice(len(emb), 20_000, replace=False)]
     centroids, _ = kmeans(sample, cfg.refine_clusters, seed=cfg.seed)
     code_emb = EmbeddingDomains(cfg).code_emb
-    return ds.map_batches(_relabel, fn_kwargs={"centroids": centroids, "code_emb": code_emb,
-                                                "weight": cfg.refine_weight}, batch_format="pandas")
+    stage = ArrowStage(_relabel, {"centroids": centroids, "code_emb": code_emb, "weight": cfg.refine_weight},
+                       skip_column=skip_column, construct=False,
+                       replace=("domain_pred", "domain_title", "domain_score", "domain_method"))
+    return ds.map_batches(stage, batch_format="pyarrow").drop_columns(["_domain_emb"])
 
 
 def _relabel(df: pd.DataFrame, centroids: np.ndarray, code_emb: np.ndarray, weight: float) -> pd.DataFrame:
+    """Blend each row's code scores with its nearest centroid's (see domains.refine_by_clusters)."""
     from s1ray.curate.domains import load_msc, msc_titles
 
     codes = [e["code"] for e in load_msc()]
@@ -124,7 +211,7 @@ def _relabel(df: pd.DataFrame, centroids: np.ndarray, code_emb: np.ndarray, weig
     labels = np.argmax(emb @ centroids.T, axis=1)
     scores = (1.0 - weight) * (emb @ code_emb.T) + weight * (centroids @ code_emb.T)[labels]
     best = scores.argmax(axis=1)
-    out = df.drop(columns=["_domain_emb"])
+    out = df.drop(columns=["domain_pred", "domain_title", "domain_score", "domain_method"])
     out["domain_pred"] = [codes[j] for j in best]
     out["domain_title"] = [titles[codes[j]] for j in best]
     out["domain_score"] = scores[np.arange(len(df)), best].astype(np.float32)
