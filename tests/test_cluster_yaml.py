@@ -171,3 +171,25 @@ def test_shared_storage_is_mounted_on_every_host_and_container():
     assert "/mnt/s1ray" in mount
     assert "-v /mnt/s1ray:/mnt/s1ray" in cfg["docker"]["run_options"]
     assert "-e S1RAY_STORAGE=/mnt/s1ray" in cfg["docker"]["run_options"]
+
+
+def test_start_commands_export_node_secrets_to_ray(tmp_path):
+    """The start commands source ~/.s1ray/secrets/*.env (synced from the user's machine) so Ray's
+    processes, and every task they start, see HF_TOKEN & co. without any config naming a value."""
+    cfg = raw()
+    assert cfg["file_mounts"]["~/.s1ray/secrets"] == "~/.s1ray/secrets"
+    secrets = tmp_path / ".s1ray" / "secrets"
+    secrets.mkdir(parents=True)
+    (secrets / "hf.env").write_text("HF_TOKEN=hf_test_value\n")
+    (secrets / "notes.txt").write_text("NOT_LOADED=1\n")
+    for cmd in (cfg["head_start_ray_commands"][-1], cfg["worker_start_ray_commands"][-1]):
+        prefix = cmd[:cmd.index("ulimit")]  # everything before `ray start`
+        probe = prefix + f' {sys.executable} -c \'import os; print(os.environ.get("HF_TOKEN"), os.environ.get("NOT_LOADED"))\''
+        out = subprocess.run(["bash", "-c", probe], env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+                             capture_output=True, text=True)
+        assert out.stdout.split() == ["hf_test_value", "None"], out.stderr
+    empty = tmp_path / "empty"
+    (empty / ".s1ray" / "secrets").mkdir(parents=True)
+    out = subprocess.run(["bash", "-c", prefix + " echo ok"], env={"HOME": str(empty), "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True)
+    assert out.stdout.strip() == "ok" and out.stderr == ""
