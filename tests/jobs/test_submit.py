@@ -89,8 +89,9 @@ def test_submit_curate_job_to_a_local_head(head, tmp_path):
     entry = ("python -c 'import s1ray; print(\"S1RAY_FROM\", s1ray.__file__)' && "
              f"python jobs/curate.py --config {config} plot=false")
     t0 = time.monotonic()
+    # working_dir "." in jobs/runtime_env.yaml: the repository, as the command runs from its root.
     submit, sockets = submit_and_watch(head, ["--submission-id", sid, "--runtime-env", "jobs/runtime_env.yaml",
-                                              "--working-dir", ".", "--", "bash", "-c", entry], timeout=240)
+                                              "--", "bash", "-c", entry], timeout=240)
     elapsed = time.monotonic() - t0
     assert submit.returncode == 0, f"job failed:\n{submit.stdout[-6000:]}"
     assert sockets and public_sockets(sockets) == [], f"listening beyond loopback: {public_sockets(sockets)}"
