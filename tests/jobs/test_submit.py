@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -27,11 +28,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def head():
-    node = start_head(num_cpus=1)
+    try:
+        node = start_head(num_cpus=1)
+    except RuntimeError:  # a port picked as free was taken meanwhile by another process: once more
+        node = start_head(num_cpus=1)
     try:
         yield node
     finally:
         left = node.stop()
+        shutil.rmtree(node.tmpdir, ignore_errors=True)
         assert left == [], f"Ray processes of the test head node still alive: {left}"
 
 
