@@ -52,7 +52,7 @@ def summarize_groups(trials: pd.DataFrame, metric_mode: Literal["max", "min"] = 
             "criterion": criterion,
             "size": size,
             "size_key": float(g["size_key"].min()) if size == FULL else float(size),
-            "n_rows": int(n_rows.max()) if len(n_rows) else None,  # noqa: keeps "full" exact
+            "n_rows": int(n_rows.max()) if len(n_rows) else None,
             "n_trials": len(g),
             "n_completed": int(len(scores)),
             "n_stopped": int((g["status"] == STOPPED).sum()),

@@ -145,17 +145,24 @@ def trial_grid(cfg: SweepConfig) -> list[dict[str, Any]]:
     return trials
 
 
+def trial_resources(cfg: SweepConfig) -> dict[str, float]:
+    """CPUs/GPUs one trial holds at its peak: its Train workers, or its evaluation actors."""
+    t, gen = cfg.train, cfg.evaluate.generation
+    actors = max(1, gen.concurrency)
+    return {"CPU": max(t.num_workers * t.cpus_per_worker, gen.num_cpus * actors),
+            "GPU": max(t.num_workers if t.use_gpu else 0.0, gen.num_gpus * actors)}
+
+
 def trial_cpus(cfg: SweepConfig) -> float:
-    """CPUs one trial holds at its peak: its Train workers, or its evaluation actors."""
-    train = cfg.train.num_workers * cfg.train.cpus_per_worker
-    return max(train, eval_cpus(cfg.evaluate))
+    return trial_resources(cfg)["CPU"]
 
 
-def eval_cpus(ev: EvaluateConfig) -> float:
-    return float(ev.generation.num_cpus) * max(1, ev.generation.concurrency)
-
-
-def concurrent_trials(cfg: SweepConfig, cluster_cpus: float) -> int:
-    """As many trials as fit side by side, so no trial's workers wait on another's."""
-    fit = max(1, math.floor(cluster_cpus / max(trial_cpus(cfg), 1e-9) + 1e-9))
+def concurrent_trials(cfg: SweepConfig, cluster: float | dict[str, float]) -> int:
+    """As many trials as fit side by side (CPUs and GPUs), so no trial's workers wait on another's."""
+    cluster = {"CPU": cluster} if isinstance(cluster, (int, float)) else cluster
+    fit = math.inf
+    for res, need in trial_resources(cfg).items():
+        if need > 0:
+            fit = min(fit, math.floor(cluster.get(res, 0.0) / need + 1e-9))
+    fit = max(1, int(fit)) if fit != math.inf else 1
     return min(fit, cfg.max_concurrent_trials) if cfg.max_concurrent_trials else fit

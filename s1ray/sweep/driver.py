@@ -115,8 +115,8 @@ def _report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
 
 
 def _train_stage(cfg: SweepConfig, trial: dict[str, Any], data_path: str, model: str, run_name: str,
-                 out_dir: Path, epochs: int) -> tuple[str, float, float]:
-    """Fit one stage on Ray Train (metrics forwarded to Tune); return (model dir, fit s, export s)."""
+                 out_dir: Path, epochs: int) -> tuple[str, float, float, float]:
+    """Fit one stage on Ray Train (metrics forwarded to Tune); return (model dir, fit s, export s, loop s)."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from s1ray.train.export import copy_export
@@ -139,7 +139,20 @@ def _train_stage(cfg: SweepConfig, trial: dict[str, Any], data_path: str, model:
         copy_export(d, out_dir)
     if not cfg.keep_train_checkpoints:
         shutil.rmtree(Path(train_cfg.resolved_storage_path()) / run_name, ignore_errors=True)
-    return str(out_dir), t1 - t0, time.perf_counter() - t1
+    return str(out_dir), t1 - t0, time.perf_counter() - t1, _loop_seconds(result.metrics or {}, epochs)
+
+
+def _loop_seconds(metrics: dict[str, Any], epochs: int) -> float:
+    """Seconds the training steps took: tokens / tokens_per_s of the loop's metrics window.
+
+    Exact when one window spans the run (metrics_every_steps >= total steps), else an estimate
+    from the last window's rate. The rest of a fit is start-up (workers, data, model, DeepSpeed)
+    and the final export.
+    """
+    rate, tokens = metrics.get("tokens_per_s"), metrics.get("data/n_tokens")
+    if not rate or not tokens:
+        return math.nan
+    return float(tokens) * epochs / float(rate)
 
 
 def _evaluate(cfg: SweepConfig, model_dir: str, out_dir: Path, final: bool) -> tuple[float, dict[str, Any], float]:
@@ -162,7 +175,7 @@ def run_trial(config: dict[str, Any], pool_refs: list, sweep: dict[str, Any]) ->
     import ray
     from ray import tune
 
-    t_start = time.perf_counter()
+    t_start, t_entry = time.perf_counter(), time.time()
     cfg = SweepConfig.model_validate(sweep)
     if cfg.forbid_scoring_modules:
         install_scoring_guard()
@@ -198,18 +211,20 @@ def run_trial(config: dict[str, Any], pool_refs: list, sweep: dict[str, Any]) ->
     for stage in range(state["stage"], cfg.stages):
         final = stage == cfg.stages - 1
         run_name = f"{trial_id}-stage{stage + 1}"
-        model_dir, fit_s, export_s = _train_stage(cfg, trial, data_path, model, run_name,
-                                                  work / f"model_stage{stage + 1}", per_stage)
+        model_dir, fit_s, export_s, loop_s = _train_stage(cfg, trial, data_path, model, run_name,
+                                                          work / f"model_stage{stage + 1}", per_stage)
         score, summary, eval_s = _evaluate(cfg, model_dir, work / f"eval_stage{stage + 1}", final)
         if stage > 0 and model != cfg.train.model and not cfg.keep_models:
             shutil.rmtree(model, ignore_errors=True)  # the previous stage's weights are superseded
         model = model_dir
-        for key, value in (("train_fit_s", fit_s), ("export_s", export_s), ("eval_s", eval_s)):
+        for key, value in (("train_fit_s", fit_s), ("train_loop_s", loop_s), ("export_s", export_s),
+                           ("eval_s", eval_s)):
             timings[key] = timings.get(key, 0.0) + value
         timings["trial_s"] = trial_s_before + time.perf_counter() - t_start
         metrics = {"score": score, "stage": stage + 1, "final": final, "n_rows": n_rows, **base,
                    "epochs_done": per_stage * (stage + 1), **{f"t_{k}": v for k, v in timings.items()},
-                   "scoring_modules_loaded": ",".join(scoring_modules_loaded()),
+                   "t_entry_unix": t_entry, "t_end_unix": time.time(),
+                   "scoring_modules_loaded": json.dumps(scoring_modules_loaded()),
                    "eval_summary": json.dumps(summary, default=str)[:4000]}
         state = {"stage": stage + 1, "model_dir": model_dir, "metrics": metrics, "timings": timings}
         (work / "trial_state.json").write_text(json.dumps(state, indent=2))
@@ -236,22 +251,28 @@ def _trainable(cfg: SweepConfig, pool: pd.DataFrame):
     return tune.with_resources(fn, {"CPU": 0, "memory": 1 << 20})
 
 
+def make_scheduler(cfg: SweepConfig):
+    """ASHA on the score reported after each stage (``stage`` is its clock), else FIFO."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if not cfg.asha.enabled:
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="stage", metric="score", mode=cfg.metric_mode, max_t=cfg.stages,
+                         grace_period=cfg.asha.grace_period, reduction_factor=cfg.asha.reduction_factor)
+
+
 def build_tuner(cfg: SweepConfig, pool: pd.DataFrame, n_concurrent: int):
     """A new Tuner, or the interrupted sweep of the same name restored (finished trials kept)."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     path = sweep_dir(cfg)
     trainable = _trainable(cfg, pool)
     if cfg.resume and tune.Tuner.can_restore(str(path)):
         return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False), True
-    scheduler = (ASHAScheduler(time_attr="stage", metric="score", mode=cfg.metric_mode, max_t=cfg.stages,
-                               grace_period=cfg.asha.grace_period, reduction_factor=cfg.asha.reduction_factor)
-                 if cfg.asha.enabled else FIFOScheduler())
     tuner = tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search(trial_grid(cfg))},
-        tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=n_concurrent, reuse_actors=False),
+        tune_config=tune.TuneConfig(scheduler=make_scheduler(cfg), max_concurrent_trials=n_concurrent, reuse_actors=False),
         run_config=tune.RunConfig(
             name=cfg.name, storage_path=str(path.parent),
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
@@ -292,7 +313,7 @@ def trial_table(grid, cfg: SweepConfig, pool_size: int) -> pd.DataFrame:
             "score": float(last["score"]) if last else math.nan, "stage": stage,
             "error": _error_text(r.error) if r.error is not None else (
                 None if status != FAILED else "no result reported"),
-            "scoring_modules_loaded": last.get("scoring_modules_loaded", ""),
+            "scoring_modules_loaded": last.get("scoring_modules_loaded"),  # JSON list, "[]" when clean
             **{k: last.get(k) for k in sorted(last) if str(k).startswith("t_")},
         })
     table = pd.DataFrame(rows)
@@ -308,7 +329,7 @@ def _error_text(err: BaseException) -> str:
 
 def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
     """``s1ray sweep``: run (or resume) the sweep, then write the smallest-effective-set report."""
-    from s1ray.cluster import cluster_cpus, init_ray
+    from s1ray.cluster import init_ray
 
     # Train results forwarded by TuneReportCallback carry no `score`; only the stage reports do.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
@@ -317,7 +338,9 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep_config.yaml").write_text(dump_config(cfg))
     pool = read_pool(cfg.pool)
-    n_concurrent = concurrent_trials(cfg, cluster_cpus())
+    import ray
+
+    n_concurrent = concurrent_trials(cfg, ray.cluster_resources())
     t0 = time.perf_counter()
     tuner, restored = build_tuner(cfg, pool, n_concurrent)
     grid = tuner.fit()

@@ -6,7 +6,7 @@ import pytest
 
 from s1ray.config import ConfigError, load_config
 from s1ray.sweep.config import SweepConfig, concurrent_trials, trial_cpus, trial_grid
-from s1ray.sweep.driver import ScoringImportGuard, extract_score, is_scoring_module
+from s1ray.sweep.driver import ScoringImportGuard, extract_score, is_scoring_module, make_scheduler
 
 BASE = {
     "pool": "pool.parquet",
@@ -59,6 +59,10 @@ def test_concurrency_fits_workers_of_every_running_trial():
     one = make()
     assert concurrent_trials(one, 2) == 2
     assert concurrent_trials(make(max_concurrent_trials=1), 2) == 1
+    gpu = make(train={**BASE["train"], "num_workers": 4, "use_gpu": True, "global_batch_size": 4},
+               evaluate={**BASE["evaluate"], "generation": {"model": "m", "num_gpus": 1, "concurrency": 2}})
+    assert concurrent_trials(gpu, {"CPU": 64, "GPU": 8}) == 2  # GPUs bound it, not CPUs
+    assert concurrent_trials(gpu, {"CPU": 64, "GPU": 2}) == 1
 
 
 def test_scoring_guard_refuses_model_stage_imports():
@@ -83,3 +87,19 @@ def test_extract_score_aggregates_and_names_missing_key():
     assert extract_score({"a": {"b": 0.5}}, "a.b") == 0.5
     with pytest.raises(KeyError, match="no 'a.c'"):
         extract_score({"a": {"b": 0.5}}, "a.c")
+
+
+def test_asha_stops_on_the_stage_score_and_ignores_forwarded_train_metrics():
+    from ray.tune.schedulers import TrialScheduler
+    from ray.tune.experiment import Trial
+
+    sched = make_scheduler(make(stages=2, asha={"enabled": True, "grace_period": 1, "reduction_factor": 2}))
+    trials = [Trial("t", stub=True, trial_id=f"t{i}") for i in range(3)]
+    for t in trials:
+        sched.on_trial_add(None, t)
+    # A Train metric forwarded by TuneReportCallback (no score, no stage) never stops a trial.
+    assert sched.on_trial_result(None, trials[0], {"loss": 3.0, "training_iteration": 1}) == TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, trials[0], {"score": 0.6, "stage": 1}) == TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, trials[1], {"score": 0.5, "stage": 1}) == TrialScheduler.STOP
+    assert sched.on_trial_result(None, trials[2], {"score": 0.7, "stage": 1}) == TrialScheduler.CONTINUE
+    assert make_scheduler(make()).__class__.__name__ == "FIFOScheduler"

@@ -108,7 +108,7 @@ def test_sweep_interrupted_resumes_without_redoing_finished_trials(tmp_path, ray
     for trial_id in failed["trial_id"]:
         assert (sweep / "trials" / trial_id / "attempts.jsonl").read_text().count("\n") == 2
     # No trial imported scoring-model code.
-    assert table["scoring_modules_loaded"].fillna("").eq("").all()
+    assert (grid["scoring_modules_loaded"] == "[]").all()
     # The analysis: no full-pool trial, so it falls back to the best and says so; all files written.
     assert summary["reference"]["used"] == "best"
     report = Path(summary["paths"]["markdown"]).read_text()
