@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -146,8 +147,7 @@ def start_head(num_cpus: int = 1, timeout: float = 90) -> HeadNode:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            node.stop()
-            raise RuntimeError(f"ray start exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            _give_up(node, f"ray start exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(f"{node.dashboard_url}/api/version", timeout=2) as r:
                 if json.load(r).get("ray_version"):
@@ -157,5 +157,11 @@ def start_head(num_cpus: int = 1, timeout: float = 90) -> HeadNode:
         except OSError:
             pass
         time.sleep(0.5)
+    _give_up(node, f"Ray head did not come up in {timeout}s")
+
+
+def _give_up(node: HeadNode, why: str) -> None:
+    tail = node.log.read_text(errors="replace")[-3000:]
     node.stop()
-    raise RuntimeError(f"Ray head did not come up in {timeout}s:\n{log.read_text()[-3000:]}")
+    shutil.rmtree(node.tmpdir, ignore_errors=True)
+    raise RuntimeError(f"{why}:\n{tail}")
