@@ -25,6 +25,8 @@ from s1ray.curate.config import CurateConfig, DecontamConfig
 from s1ray.io.readers import SourceConfig, read_source
 from s1ray.records import question_id
 
+_BITMAP_MASK = (1 << 22) - 1
+
 SCORE_COLUMNS = {
     "contam_benchmarks": "comma-separated evaluation sets this row collides with ('' = clean)",
     "contam_ngrams": "distinctive n-grams shared with the first colliding benchmark",
@@ -43,6 +45,14 @@ class EvalIndex:
     exact_ids: dict[str, int]  # question_id -> benchmark bitmask
     n_problems: dict[str, int]
     n_short: dict[str, int]  # problems shorter than n words (only the exact match can catch them)
+
+    @property
+    def bitmap(self) -> np.ndarray:
+        if not hasattr(self, "_bitmap"):
+            bm = np.zeros(_BITMAP_MASK + 1, bool)
+            bm[(self.ngrams & np.uint64(_BITMAP_MASK)).astype(np.int64)] = True
+            self._bitmap = bm
+        return self._bitmap
 
 
 def build_index(questions: dict[str, list[str]], cfg: DecontamConfig) -> EvalIndex:
@@ -88,11 +98,17 @@ def decontam_features(batch: pa.Table, index: EvalIndex, cfg: DecontamConfig) ->
     """Per batch: which evaluation n-grams each row contains, and exact-match bitmasks."""
     toks = text.Tokens(batch["question"].combine_chunks(), words_only=True)
     h, d = text.ngram_hashes(toks, cfg.n)
+    # A bitmap of the evaluation n-grams' low bits discards almost every pool n-gram cheaply;
+    # only the few candidates are looked up exactly.
+    maybe = index.bitmap[(h & np.uint64(_BITMAP_MASK)).astype(np.int64)]
+    h, d = h[maybe], d[maybe]
     pos = np.searchsorted(index.ngrams, h)
     pos_c = np.minimum(pos, max(len(index.ngrams) - 1, 0))
     hit = (pos < len(index.ngrams)) & (index.ngrams[pos_c] == h) if len(index.ngrams) else np.zeros(len(h), bool)
     rows, ngram_pos = d[hit], pos[hit]
-    uniq = np.unique(np.stack([rows, ngram_pos], 1), axis=0) if len(rows) else np.zeros((0, 2), np.int64)
+    m = max(len(index.ngrams), 1)
+    key = np.unique(rows.astype(np.int64) * m + ngram_pos)  # sorted by row, then n-gram
+    uniq = np.stack([key // m, key % m], 1)
     counts = np.bincount(uniq[:, 0], minlength=batch.num_rows) if len(uniq) else np.zeros(batch.num_rows, np.int64)
     offsets = np.r_[0, np.cumsum(counts)].astype(np.int32)
     matched = pa.ListArray.from_arrays(pa.array(offsets), pa.array(uniq[:, 1].astype(np.int64)))
@@ -120,8 +136,8 @@ def find_contamination(feats: pa.Table, index: EvalIndex, cfg: DecontamConfig, n
     # Pool document frequency of each matched n-gram, over distinct questions.
     pool_df = np.zeros(len(index.ngrams), np.int64)
     if len(flat):
-        u = np.unique(np.stack([flat, id_of], 1), axis=0)
-        np.add.at(pool_df, u[:, 0], 1)
+        k = np.unique(flat * (int(id_of.max()) + 1) + id_of)
+        pool_df += np.bincount(k // (int(id_of.max()) + 1), minlength=len(pool_df))
     common = index.eval_common | (pool_df > cfg.max_pool_df)
     keep = ~common[flat] if len(flat) else np.zeros(0, bool)
     row_of, flat = row_of[keep], flat[keep]

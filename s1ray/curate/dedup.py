@@ -20,6 +20,7 @@ Columns added: ``dup_kind`` ('' | 'exact' | 'near'), ``dup_of`` (row_index of th
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -57,9 +58,14 @@ def dedup_features(batch: pa.Table, cfg: CurateConfig) -> pa.Table:
 
 
 def _band_pairs(sig: np.ndarray, bands: int) -> np.ndarray:
-    """Candidate pairs (i, j) sharing a band: each bucket member linked to its head and neighbour."""
+    """Candidate pairs (head, member): rows sharing a band's bucket, linked to its first row.
+
+    Buckets come from hashing (pandas.factorize, O(n)), not sorting; star links per band are
+    enough because connected components join the groups afterwards.
+    """
     n, p = sig.shape
     r = p // bands
+    idx = np.arange(n)
     pairs = []
     for b in range(bands):
         block = sig[:, b * r : (b + 1) * r].astype(np.uint64)
@@ -67,22 +73,19 @@ def _band_pairs(sig: np.ndarray, bands: int) -> np.ndarray:
         with np.errstate(over="ignore"):
             for c in range(r):
                 key = text.mix64(key * np.uint64(0x100000001B3) + block[:, c])
-        order = np.argsort(key, kind="stable")
-        ks = key[order]
-        same = ks[1:] == ks[:-1]
-        if not same.any():
+        codes, uniques = pd.factorize(key)
+        if len(uniques) == n:
             continue
-        new_group = np.r_[True, ~same]
-        head = order[np.maximum.accumulate(np.where(new_group, np.arange(n), 0))]
-        idx = np.flatnonzero(same) + 1
-        pairs.append(np.stack([head[idx], order[idx]], 1))
-        pairs.append(np.stack([order[idx - 1], order[idx]], 1))
+        first = np.full(len(uniques), n, np.int64)
+        first[codes[::-1]] = idx[::-1]  # first occurrence of each bucket
+        head = first[codes]
+        m = head != idx
+        pairs.append(np.stack([head[m], idx[m]], 1))
     if not pairs:
         return np.zeros((0, 2), np.int64)
     allp = np.concatenate(pairs)
-    allp = allp[allp[:, 0] != allp[:, 1]]
-    allp.sort(axis=1)
-    return np.unique(allp, axis=0)
+    key = np.unique(allp[:, 0] * n + allp[:, 1])  # 1-D unique: much faster than axis=0
+    return np.stack([key // n, key % n], 1)
 
 
 def find_duplicates(feats: pa.Table, cfg: DedupConfig) -> dict[str, np.ndarray]:
@@ -91,7 +94,7 @@ def find_duplicates(feats: pa.Table, cfg: DedupConfig) -> dict[str, np.ndarray]:
     n_total = int(row_index.max()) + 1 if len(row_index) else 0
     order = np.argsort(row_index)
     row_index = row_index[order]
-    _, ids = np.unique(np.asarray(feats["id"].to_numpy(zero_copy_only=False))[order], return_inverse=True)
+    ids, _ = pd.factorize(np.asarray(feats["id"].to_numpy(zero_copy_only=False))[order])
     ok = feats["quality_ok"].to_numpy(zero_copy_only=False)[order]
     n = len(row_index)
     # Rank: quality-passing rows first, then read order.

@@ -8,7 +8,6 @@ per-row work is tiny and Python per-row loops would dominate. Hashes are content
 from __future__ import annotations
 
 import hashlib
-import re
 
 import numpy as np
 import pyarrow as pa
@@ -19,10 +18,9 @@ _M1, _M2 = U64(0xBF58476D1CE4E5B9), U64(0x94D049BB133111EB)
 _PRIME = U64(0x9E3779B97F4A7C15)
 
 # Numbers (with decimals) and single non-space, non-word characters become tokens of their own.
-_SPLIT_MATH = r"(\d+(?:\.\d+)?|[^\s\pL\pN])"
-_NON_WORD = r"[^\pL\pN]+"
-_NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
-_SENTENCE_PUNCT = set(".,;:?!'\"`")
+# ASCII classes keep RE2 fast; any other character (accents, CJK) is a token of its own.
+_SPLIT_MATH = r"([0-9]+(?:\.[0-9]+)?|[^\sa-z0-9])"
+_NON_WORD = r"[^a-z0-9\x{80}-\x{10FFFF}]+"
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
@@ -34,12 +32,30 @@ def mix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> U64(31))
 
 
-def hash_strings(values: list[str]) -> np.ndarray:
-    """Stable 64-bit hashes of strings (same value in every process, unlike ``hash``)."""
-    return np.fromiter(
-        (int.from_bytes(hashlib.blake2b(v.encode("utf-8"), digest_size=8).digest(), "little") for v in values),
-        dtype=U64, count=len(values),
-    )
+def hash_strings(values: pa.Array | list[str]) -> np.ndarray:
+    """Stable 64-bit hashes of strings (same value in every process, unlike ``hash``).
+
+    Vectorised over the UTF-8 buffer: one multiply-mix per byte position, for all strings at
+    once; strings longer than 64 bytes (rare for tokens) are hashed with blake2b instead.
+    """
+    arr = values if isinstance(values, pa.Array) else pa.array(values, pa.string())
+    n = len(arr)
+    if n == 0:
+        return np.zeros(0, U64)
+    arr = pc.cast(arr, pa.large_string()) if arr.type != pa.large_string() else arr
+    offsets = np.frombuffer(arr.buffers()[1], np.int64, n + 1, arr.offset * 8)
+    data = np.frombuffer(arr.buffers()[2], np.uint8) if arr.buffers()[2] is not None else np.zeros(0, np.uint8)
+    lens = np.diff(offsets)
+    h = mix64(lens.astype(U64) + U64(0x51ED27))
+    maxlen = int(min(lens.max(initial=0), 64))
+    with np.errstate(over="ignore"):
+        for j in range(maxlen):
+            live = lens > j
+            h[live] = mix64(h[live] * _PRIME + data[offsets[:-1][live] + j].astype(U64))
+    for i in np.flatnonzero(lens > 64):
+        v = data[offsets[i]:offsets[i + 1]].tobytes()
+        h[i] = int.from_bytes(hashlib.blake2b(v, digest_size=8).digest(), "little")
+    return h
 
 
 class Tokens:
@@ -67,9 +83,9 @@ class Tokens:
         enc = pc.dictionary_encode(flat)
         if isinstance(enc, pa.ChunkedArray):
             enc = enc.combine_chunks()
-        self.vocab: list[str] = enc.dictionary.to_pylist()
+        self.vocab_arr = enc.dictionary
         self.codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        self.vocab_hash = hash_strings(self.vocab)
+        self.vocab_hash = hash_strings(self.vocab_arr)
         self.hashes = self.vocab_hash[self.codes] if len(self.codes) else np.zeros(0, U64)
 
     @property
@@ -82,9 +98,13 @@ class Tokens:
     def doc_of(self) -> np.ndarray:
         return np.repeat(np.arange(self.n_docs), self.counts())
 
-    def vocab_mask(self, pred) -> np.ndarray:
-        """Per-token boolean from a predicate over the (small) vocabulary."""
-        vm = np.fromiter((bool(pred(v)) for v in self.vocab), dtype=bool, count=len(self.vocab))
+    @property
+    def vocab(self) -> list[str]:
+        return self.vocab_arr.to_pylist()
+
+    def vocab_match(self, pattern: str) -> np.ndarray:
+        """Per-token boolean: the token matches a (RE2) regex; evaluated once per distinct token."""
+        vm = pc.match_substring_regex(self.vocab_arr, pattern).to_numpy(zero_copy_only=False)
         return vm[self.codes] if len(self.codes) else np.zeros(0, bool)
 
 
@@ -125,9 +145,18 @@ def minhash(shingle_hash: np.ndarray, doc: np.ndarray, n_docs: int, num_perm: in
     rng = np.random.default_rng(seed)
     a = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) | U64(1)
     b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
-    sig = np.full((n_docs, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    sig = np.full((num_perm, n_docs), np.iinfo(np.uint32).max, dtype=np.uint32)
     if len(shingle_hash) == 0:
-        return sig
+        return sig.T.copy()
+    starts = np.flatnonzero(np.r_[True, doc[1:] != doc[:-1]])
+    docs = doc[starts]
+    # One permutation at a time: 1-D reduceat is ~20x faster than a 2-D one along axis 0.
+    with np.errstate(over="ignore"):
+        for p in range(num_perm):
+            v = ((shingle_hash * a[p] + b[p]) >> U64(32)).astype(np.uint32)
+            sig[p, docs] = np.minimum.reduceat(v, starts)
+    sig = np.ascontiguousarray(sig.T)
+    return sig
     starts = np.flatnonzero(np.r_[True, doc[1:] != doc[:-1]])
     docs = doc[starts]
     x = shingle_hash[:, None]
@@ -148,11 +177,10 @@ def math_key(tokens: Tokens) -> np.ndarray:
     n_docs = tokens.n_docs
     if len(tokens.hashes) == 0:
         return np.zeros(n_docs, U64)
-    is_num = tokens.vocab_mask(lambda v: _NUMBER.match(v))
-    is_sym = tokens.vocab_mask(lambda v: len(v) == 1 and not v.isalnum() and v not in _SENTENCE_PUNCT
-                               and v != "$")
-    is_dollar = tokens.vocab_mask(lambda v: v == "$")
-    is_backslash = tokens.vocab_mask(lambda v: v == "\\")
+    is_num = tokens.vocab_match(r"^[0-9]+(\.[0-9]+)?$")
+    is_sym = tokens.vocab_match(r"^[^a-z0-9\s.,;:?!'\"`$\x{80}-\x{10FFFF}]$")
+    is_dollar = tokens.vocab_match(r"^\$$")
+    is_backslash = tokens.vocab_match(r"^\\$")
     starts = tokens.offsets[:-1]
     doc = tokens.doc_of()
     cum = np.cumsum(is_dollar)
