@@ -76,7 +76,6 @@ def _check_storage(cfg: TrainConfig) -> None:
 def build_trainer(cfg: TrainConfig, run_name: str | None = None, callbacks: list | None = None,
                   extra_loop_config: dict | None = None):
     """A ready-to-fit TorchTrainer; the same run name in the same storage resumes."""
-    import ray.data
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -110,9 +109,16 @@ def build_trainer(cfg: TrainConfig, run_name: str | None = None, callbacks: list
         run_config=RunConfig(name=name, storage_path=storage, callbacks=callbacks,
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep)),
-        datasets={"train": ray.data.from_arrow(rows)},
+        datasets={"train": _dataset(rows)},
         dataset_config=DataConfig(datasets_to_split=[]),
     )
+
+
+def _dataset(rows):
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False  # a 1-block table: bars are noise
+    return ray.data.from_arrow(rows)
 
 
 def run_train(cfg: TrainConfig) -> dict[str, Any]:

@@ -30,5 +30,17 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 @pytest.fixture
-def s1k_file(tmp_path) -> Path:
-    return write_jsonl(tmp_path / "s1k.jsonl", s1k_rows())
+def make_s1k(tmp_path):
+    """make_s1k(n=24, edit=None) -> path of an s1K-schema JSONL file (edit(rows) may change rows)."""
+    def make(n: int = 24, edit=None, name: str = "s1k.jsonl") -> Path:
+        rows = s1k_rows(n)
+        if edit:
+            edit(rows)
+        return write_jsonl(tmp_path / name, rows)
+    return make
+
+
+@pytest.fixture(scope="module")
+def s1k_module_file(tmp_path_factory) -> Path:
+    """The default 24-row s1K-schema file, shared by the tests of one module."""
+    return write_jsonl(tmp_path_factory.mktemp("s1k") / "s1k.jsonl", s1k_rows())
