@@ -271,6 +271,7 @@ class VLLMGenerator(Generator):
         self.llm = LLM(model=resolve_model_path(cfg.model), dtype=cfg.dtype, seed=cfg.seed,
                        trust_remote_code=cfg.trust_remote_code, tensor_parallel_size=n_gpus)
         self.tokenizer = self.llm.get_tokenizer()
+        self._calls = 0
 
     def generate(self, prompts: list[str], max_new_tokens: MaxTokens = None,
                  stop: list[str] | None = None) -> list[Generation]:
@@ -278,8 +279,9 @@ class VLLMGenerator(Generator):
 
         limits = _limits(len(prompts), max_new_tokens, self.cfg.max_new_tokens)
         todo = [i for i, m in enumerate(limits) if m > 0]
+        self._calls += 1  # a fresh seed per call and row: repeated sampling must not repeat itself
         params = [SamplingParams(max_tokens=limits[i], temperature=self.cfg.temperature, top_p=self.cfg.top_p,
-                                 seed=self.cfg.seed, stop=list(stop) if stop else None,
+                                 seed=self.cfg.seed + 100_003 * self._calls + i, stop=list(stop) if stop else None,
                                  skip_special_tokens=False) for i in todo]
         results = [Generation("", 0, "length") for _ in prompts]
         if not todo:
@@ -337,6 +339,7 @@ class OpenAIGenerator(Generator):
                         self.ep.api_key_env, self.url)
         self.limiter = RateLimiter(self.ep.rate_limit_rps)
         self.tokenizer = self._try_tokenizer(cfg)
+        self._calls = 0
 
     @staticmethod
     def _try_tokenizer(cfg: GenerationConfig) -> Any:
@@ -373,11 +376,11 @@ class OpenAIGenerator(Generator):
             reason = getattr(e, "reason", e)
             raise _Retryable(f"cannot reach {self.url}: {self._scrub(str(reason))}") from None
 
-    def _one(self, prompt: str, max_tokens: int, stop: list[str] | None) -> Generation:
+    def _one(self, prompt: str, max_tokens: int, stop: list[str] | None, seed: int) -> Generation:
         if max_tokens <= 0:
             return Generation("", 0, "length")
         body: dict[str, Any] = {"model": self.ep.model or self.cfg.model, "prompt": prompt, "max_tokens": max_tokens,
-                                "temperature": self.cfg.temperature, "top_p": self.cfg.top_p, "seed": self.cfg.seed}
+                                "temperature": self.cfg.temperature, "top_p": self.cfg.top_p, "seed": seed}
         if stop:
             body["stop"] = list(stop)
         last_error = ""
@@ -414,8 +417,10 @@ class OpenAIGenerator(Generator):
     def generate(self, prompts: list[str], max_new_tokens: MaxTokens = None,
                  stop: list[str] | None = None) -> list[Generation]:
         limits = _limits(len(prompts), max_new_tokens, self.cfg.max_new_tokens)
+        self._calls += 1
+        seeds = [self.cfg.seed + 100_003 * self._calls + i for i in range(len(prompts))]
         with ThreadPoolExecutor(max_workers=max(1, min(self.cfg.batch_size, len(prompts) or 1))) as pool:
-            return list(pool.map(lambda pm: self._one(pm[0], pm[1], stop), zip(prompts, limits)))
+            return list(pool.map(lambda a: self._one(a[0], a[1], stop, a[2]), zip(prompts, limits, seeds)))
 
 
 # --- factory and Ray Data --------------------------------------------------------------------

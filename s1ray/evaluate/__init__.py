@@ -1,0 +1,1 @@
+"""Budget-forced evaluation: benchmarks, two-phase generation, grading, test-time scaling metrics."""

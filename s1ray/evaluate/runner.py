@@ -1,0 +1,196 @@
+"""``s1ray evaluate``: every (question, method, budget) is one row of a Ray Data actor pool.
+
+Each actor loads the model once and runs budget forcing (or a baseline) on its batches with
+per-row budgets, then grades. The driver collects the samples and writes samples JSONL, a
+summary (JSON + Markdown) and the test-time scaling plot (accuracy vs average thinking tokens,
+one point per budget, as in s1's Figure 1).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from s1ray.config import dump_config
+from s1ray.evaluate.benchmarks import format_question, load_benchmark
+from s1ray.evaluate.budget_forcing import ForcedResult, budget_force, rejection_sample
+from s1ray.evaluate.config import EvaluateConfig
+from s1ray.evaluate.metrics import markdown_table, summarize
+from s1ray.grading import grade
+
+log = logging.getLogger(__name__)
+
+SAMPLE_COLUMNS = ("prompt", "generation", "thinking_tokens", "answer", "answer_tokens", "forced_stop",
+                  "continuations", "finish_reason", "error", "extracted", "correct", "grade_reason", "draws",
+                  "min_thinking_tokens")
+
+
+def build_tasks(cfg: EvaluateConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One task per question x method x budget, plus per-benchmark load statistics."""
+    tasks, stats = [], {}
+    for b in cfg.benchmarks:
+        bench = load_benchmark(b)
+        stats[bench.name] = {"rows": bench.n_rows, "questions": len(bench.questions),
+                             "quarantined": len(bench.quarantined),
+                             "quarantine_examples": [q["reason"] + " @ " + q["file"] + ":" + q["row"]
+                                                     for q in bench.quarantined[:5]]}
+        for q in bench.questions:
+            user = format_question(q, cfg.math_instruction, cfg.choice_instruction)
+            for method in cfg.methods:
+                for budget in cfg.budgets:
+                    tasks.append({"id": q["id"], "benchmark": q["benchmark"], "method": method, "budget": budget,
+                                  "user": user, "answer_ref": q["answer"], "kind": q["kind"],
+                                  "choices": json.dumps(q["choices"]) if q["choices"] else ""})
+    return tasks, stats
+
+
+class EvaluateBatch:
+    """Ray Data callable class: one generator per actor; runs and grades a batch of tasks."""
+
+    def __init__(self, cfg: EvaluateConfig):
+        from s1ray.models.generation import make_generator
+
+        self.cfg = cfg
+        self.generator = make_generator(cfg.generation)
+
+    def prompt(self, task: dict[str, Any]) -> str:
+        user = task["user"]
+        if task["method"] == "token_conditional":
+            user = f"{user}\n\n{self.cfg.token_conditional_prompt.format(budget=task['budget'])}"
+        return self.generator.chat_prompt(user, system=self.cfg.system_prompt)
+
+    def run(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        cfg, bf = self.cfg, self.cfg.budget_forcing
+        results: list[ForcedResult | None] = [None] * len(tasks)
+        draws = [1] * len(tasks)
+        for method in ("budget_forcing", "token_conditional", "rejection_sampling"):
+            idx = [i for i, t in enumerate(tasks) if t["method"] == method]
+            if not idx:
+                continue
+            prompts = [self.prompt(tasks[i]) for i in idx]
+            budgets = [int(tasks[i]["budget"]) for i in idx]
+            uncapped = [max(b + 1, int(b * cfg.uncapped_factor)) for b in budgets]
+            if method == "budget_forcing":
+                out = budget_force(self.generator, prompts, bf, max_thinking_tokens=budgets)
+                got_draws = [1] * len(idx)
+            elif method == "token_conditional":
+                out = budget_force(self.generator, prompts, bf, max_thinking_tokens=uncapped, num_waits=0,
+                                   min_thinking_tokens=0)
+                got_draws = [1] * len(idx)
+            else:
+                out, got_draws = rejection_sample(self.generator, prompts, bf, budgets, cfg.rejection.max_samples,
+                                                  cfg.rejection.temperature, uncapped)
+            for i, r, d in zip(idx, out, got_draws):
+                results[i], draws[i] = r, d
+        rows = []
+        for t, r, d in zip(tasks, results, draws):
+            assert r is not None
+            choices = json.loads(t["choices"]) if t["choices"] else None
+            response = (bf.final_answer or "") + " " + r.answer
+            g = grade(response, t["answer_ref"], choices, kind=t["kind"])
+            if g.correct is None and r.thinking:  # nothing in the answer: look at the whole generation
+                g2 = grade(r.generation, t["answer_ref"], choices, kind=t["kind"])
+                if g2.correct is not None:
+                    g = g2
+                    g.reason = "from the full generation: " + g.reason
+            min_tok = bf.min_thinking_tokens if t["method"] == "budget_forcing" else None
+            rows.append({**t, **r.to_dict(), "extracted": g.extracted, "correct": g.correct,
+                         "grade_reason": g.reason, "draws": d, "min_thinking_tokens": min_tok})
+        return rows
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["id"])
+        tasks = [{k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in batch.items()} for i in range(n)]
+        rows = self.run(tasks)
+        return {k: np.array([r[k] for r in rows], dtype=object) for k in rows[0]}
+
+
+def run_tasks_ray(cfg: EvaluateConfig, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    import ray
+
+    from s1ray.models.generation import actor_cpus
+
+    ray.data.DataContext.get_current().enable_progress_bars = cfg.progress
+    resources: dict[str, float] = {"num_cpus": actor_cpus(cfg.generation)}
+    if cfg.generation.num_gpus:
+        resources["num_gpus"] = cfg.generation.num_gpus
+    ds = ray.data.from_items(tasks).map_batches(
+        EvaluateBatch, fn_constructor_kwargs={"cfg": cfg},
+        compute=ray.data.ActorPoolStrategy(size=cfg.generation.concurrency),
+        batch_size=cfg.generation.batch_size, batch_format="numpy", **resources)
+    return [_plain(r) for r in ds.take_all()]
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+
+
+def plot_scaling(summary: dict[str, Any], path: Path) -> None:
+    """Accuracy against average thinking tokens, one point per budget and a line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    benches = list(summary)
+    fig, axes = plt.subplots(1, len(benches), figsize=(5.2 * len(benches), 4.2), squeeze=False)
+    for ax, bench in zip(axes[0], benches):
+        for method, m in summary[bench].items():
+            xs = [b["avg_thinking_tokens"] for b in m["budgets"]]
+            ys = [100 * b["accuracy"] for b in m["budgets"]]
+            err = np.array([[100 * (b["accuracy"] - b["ci95"][0]) for b in m["budgets"]],
+                            [100 * (b["ci95"][1] - b["accuracy"]) for b in m["budgets"]]])
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=method.replace("_", " "))
+            for x, y, b in zip(xs, ys, m["budgets"]):
+                ax.annotate(str(b["budget"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_title(bench)
+        ax.set_xlabel("average thinking tokens")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Test-time scaling (labels: thinking budget)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(cfg: EvaluateConfig, samples: list[dict[str, Any]], summary: dict[str, Any],
+                  stats: dict[str, Any], seconds: float) -> dict[str, str]:
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"samples": out / "samples.jsonl", "summary_json": out / "summary.json",
+             "summary_md": out / "summary.md", "plot": out / "scaling.png", "config": out / "config.yaml"}
+    with open(paths["samples"], "w", encoding="utf-8") as f:
+        for s in samples:
+            f.write(json.dumps(s, ensure_ascii=False, default=str) + "\n")
+    full = {"metrics": summary, "benchmarks": stats, "n_samples": len(samples), "seconds": round(seconds, 1),
+            "model": cfg.generation.model, "backend": cfg.generation.backend, "budgets": cfg.budgets,
+            "methods": cfg.methods}
+    paths["summary_json"].write_text(json.dumps(full, indent=2, default=str), encoding="utf-8")
+    header = (f"# Evaluation of `{cfg.generation.model}` ({cfg.generation.backend})\n\n"
+              f"{len(samples)} samples, budgets {cfg.budgets} thinking tokens, {seconds:.0f} s.\n\n")
+    paths["summary_md"].write_text(header + markdown_table(summary), encoding="utf-8")
+    plot_scaling(summary, paths["plot"])
+    paths["config"].write_text(dump_config(cfg), encoding="utf-8")
+    return {k: str(v) for k, v in paths.items()}
+
+
+def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+    """Evaluate a model on the configured benchmarks, budgets and methods."""
+    from s1ray.cluster import init_ray
+
+    t0 = time.time()
+    tasks, stats = build_tasks(cfg)
+    log.info("evaluating %d tasks (%s)", len(tasks), ", ".join(f"{k}: {v['questions']} questions"
+                                                                for k, v in stats.items()))
+    init_ray(cfg.ray)
+    samples = run_tasks_ray(cfg, tasks)
+    samples.sort(key=lambda s: (s["benchmark"], s["method"], s["budget"], s["id"]))
+    summary = summarize(samples, cfg.bootstrap_samples, cfg.seed)
+    paths = write_outputs(cfg, samples, summary, stats, time.time() - t0)
+    return {"summary": summary, "paths": paths}
