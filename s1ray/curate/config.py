@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 from s1ray.config import RayConfig, StrictModel
+from s1ray.curate.scoring import ScoringConfig
 from s1ray.io.readers import SourceConfig
 
 Required = Literal["thinking", "attempt", "answer", "solution", "answer_or_solution"]
@@ -37,8 +38,11 @@ class DedupConfig(StrictModel):
     A near-duplicate candidate from LSH is confirmed only when the estimated Jaccard
     similarity reaches ``threshold`` AND both questions hold the same numbers and formulas
     (``math_aware``); so two exercises differing only in their numbers both stay, while a
-    copy reworded by a word or two is caught. See tests/benchmarks/bench_curate_rules.py for
-    the measurements behind the defaults.
+    copy reworded by a word or two is caught. Measured on 1,500 planted question groups
+    (tests/benchmarks/bench_curate_rules.py): 3-token shingles at 0.6 remove all exact,
+    whitespace and case copies, 99.9% of one-word and ~98% of two-word rewordings, and merge
+    no number-changed variant; 5-token shingles at 0.8 catch only ~50% / ~20% of rewordings,
+    and without the math key ~1,500 of 3,000 distinct questions are merged.
     """
 
     enabled: bool = True
@@ -48,7 +52,6 @@ class DedupConfig(StrictModel):
     bands: int = 16  # rows per band = num_perm / bands
     threshold: float = 0.6
     math_aware: bool = True
-    max_bucket: int = 64  # buckets larger than this link members to the bucket head only
     seed: int = 1
 
 
@@ -75,6 +78,7 @@ class CurateConfig(StrictModel):
     quality: QualityConfig = QualityConfig()
     dedup: DedupConfig = DedupConfig()
     decontam: DecontamConfig = DecontamConfig()
+    scoring: ScoringConfig | None = None  # model stages (traces, lengths, domains, solvers); absent = rules only
     output_dir: str = "outputs/curate"
     cache: bool = True  # reuse completed stage outputs (keyed by config + input fingerprints)
     batch_size: int = 4096  # rows per Ray Data batch; the rule stages are vectorised per batch

@@ -24,7 +24,7 @@ FILTER_COLUMNS = {
     "drop_stage": "first stage that drops the row ('' if kept): quality | dedup | decontam",
     "drop_reason": "named reason, e.g. too_short, asy_diagram, exact_duplicate, contaminated:math500",
 }
-STAGE_ORDER = ("quality", "dedup", "decontam")
+STAGE_ORDER = ("quality", "dedup", "decontam", "traces", "difficulty")  # the last two: model scoring
 
 
 def drop_reasons(batch: pa.Table, cfg: CurateConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -50,6 +50,11 @@ def drop_reasons(batch: pa.Table, cfg: CurateConfig) -> tuple[np.ndarray, np.nda
         labels = np.asarray(batch["contam_benchmarks"].to_numpy(zero_copy_only=False), dtype=object)
         first = np.array(["contaminated:" + s.split(",")[0] if s else "" for s in labels], dtype=object)
         take(first != "", "decontam", first)
+    if getattr(cfg, "scoring", None) is not None:  # model stages: failed teacher traces, too-easy rows
+        from s1ray.curate.scoring import drop_reasons as scoring_drop_reasons
+
+        for st, why in scoring_drop_reasons(batch, cfg.scoring):
+            take(why != "", st, why)
     return stage, reason
 
 

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from s1ray.cluster import init_ray
-from s1ray.curate import decontam, dedup, funnel, quality
+from s1ray.curate import decontam, dedup, funnel, quality, scoring
 from s1ray.curate.config import CurateConfig
 from s1ray.io.readers import SourceConfig, SourceError, read_source
 from s1ray.io.writers import write_jsonl
@@ -54,6 +54,9 @@ STAGES: list[Stage] = [
     Stage("quality", quality.score_quality, (), quality.SCORE_COLUMNS),
     Stage("dedup", dedup.score_dedup, ("quality", "dedup"), dedup.SCORE_COLUMNS),
     Stage("decontam", decontam.score_decontam, ("decontam", "eval_sets"), decontam.SCORE_COLUMNS),
+    # Model stages run only on rows the rules keep, so they depend on the rule thresholds too.
+    # Optional, so its columns (documented in scoring.SCORE_COLUMN_DOCS) are not listed here.
+    Stage("scoring", scoring.score_curated, ("quality", "dedup", "decontam", "scoring"), {}),
 ]
 
 
@@ -69,6 +72,8 @@ def pool_columns() -> dict[str, str]:
 
 def _stage_enabled(stage: Stage, cfg: CurateConfig) -> bool:
     section = getattr(cfg, stage.name, None)
+    if section is None and stage.name == "scoring":  # optional section: absent = rules only
+        return False
     return bool(getattr(section, "enabled", True))
 
 

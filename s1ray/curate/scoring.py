@@ -90,7 +90,7 @@ COLUMN_TYPES: dict[str, pa.DataType] = {
 }
 _SUFFIX_TYPES = {"_correct": pa.bool_(), "_extracted": pa.string(), "_reason": pa.string(),
                  "_tokens": pa.int64(), "_response": pa.string()}
-SCORE_COLUMNS = {
+SCORE_COLUMN_DOCS = {
     "teacher_thinking / teacher_attempt": "teacher's trace and answer (rows without their own trace)",
     "trace_thinking / trace_attempt / trace_source": "resolved trace: the source's own, else the teacher's",
     "trace_error": "why the teacher kept failing (row is quarantined)",
@@ -181,7 +181,8 @@ def score_dataset(ds: Any, cfg: ScoringConfig, skip_column: str | None = None) -
         if name == "domains" and cfg.domains.method == "embedding" and cfg.domains.refine_clusters > 0:
             ds = refine_domains_dataset(ds, cfg.domains, skip_column)
     names = [s.name for s in cfg.difficulty.solvers] if cfg.difficulty.enabled else []
-    return ds.map_batches(ArrowStage(add_failures, {"solver_names": names}, construct=False), batch_format="pyarrow")
+    return ds.map_batches(ArrowStage(add_failures, {"solver_names": names}, skip_column=skip_column, construct=False),
+                          batch_format="pyarrow")
 
 
 def refine_domains_dataset(ds: Any, cfg: DomainsConfig, skip_column: str | None = None) -> Any:
@@ -190,7 +191,7 @@ def refine_domains_dataset(ds: Any, cfg: DomainsConfig, skip_column: str | None 
 
     ds = ds.materialize()
     col = ds.select_columns(["_domain_emb"]).to_pandas()["_domain_emb"]
-    emb = np.stack([v for v in col if v is not None]).astype(np.float32)
+    emb = np.stack([v for v in col if hasattr(v, "__len__")]).astype(np.float32)  # skipped rows: null
     rng = np.random.default_rng(cfg.seed)
     sample = emb if len(emb) <= 20_000 else emb[rng.choice(len(emb), 20_000, replace=False)]
     centroids, _ = kmeans(sample, cfg.refine_clusters, seed=cfg.seed)
@@ -238,3 +239,42 @@ def scoring_outcome(df: pd.DataFrame, cfg: ScoringConfig) -> pd.DataFrame:
 
 def stage_names(cfg: ScoringConfig) -> list[str]:
     return [name for name, *_ in _stages(cfg)]
+
+
+# ---------------------------------------------------------------------------------------
+# `s1ray curate` integration: one pipeline stage after the rule stages, and its filter
+# ---------------------------------------------------------------------------------------
+
+SKIP_COLUMN = "_scoring_skip"
+
+
+def _mark_rule_drops(batch: pa.Table, cfg: Any) -> pa.Table:
+    from s1ray.curate.funnel import drop_reasons as rule_drops
+
+    stage, _ = rule_drops(batch, cfg)
+    return batch.append_column(SKIP_COLUMN, pa.array(stage != "", pa.bool_()))
+
+
+def score_curated(ds: Any, cfg: Any) -> Any:
+    """The ``scoring`` stage of ``s1ray curate``: model stages on the rows the rules keep only
+    (no teacher or solver time on duplicates and contaminated rows); dropped rows get nulls."""
+    ds = ds.map_batches(_mark_rule_drops, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
+                        batch_size=cfg.batch_size)
+    return score_dataset(ds, cfg.scoring, skip_column=SKIP_COLUMN).drop_columns([SKIP_COLUMN])
+
+
+def drop_reasons(batch: pa.Table, cfg: ScoringConfig) -> list[tuple[str, np.ndarray]]:
+    """(stage, reason per row; '' = kept) for the funnel's filter step: rows whose teacher trace
+    kept failing (``traces``, reason ``quarantined: ...``), then rows the solvers found easy."""
+    n = batch.num_rows
+    names = batch.column_names
+    out: list[tuple[str, np.ndarray]] = []
+    if cfg.traces.enabled and "trace_error" in names:
+        err = batch["trace_error"].to_pylist()
+        out.append(("traces", np.array([f"quarantined: teacher trace failed: {e}" if e else "" for e in err],
+                                       dtype=object)))
+    if cfg.difficulty.enabled and cfg.difficulty.solvers and "solver_solved" in names:
+        df = pd.DataFrame({"solver_solved": batch["solver_solved"].to_pandas().fillna(0).astype(np.int64)})
+        why = difficulty_reason(df, cfg.difficulty)
+        out.append(("difficulty", np.array([w.split(" solver")[0] if w else "" for w in why], dtype=object)))
+    return out or [("difficulty", np.full(n, "", dtype=object))]

@@ -217,6 +217,7 @@ class SelectConfig(StrictModel):
     params: SelectionParams = SelectionParams()
     formats: list[Literal["parquet", "jsonl", "hf"]] = ["parquet", "jsonl", "hf"]
     plot: bool = True
+    only_kept: bool = True  # a curate scored pool holds every row; select from those with keep=True
 
 
 def read_pool(path: str | Path) -> pd.DataFrame:
@@ -337,6 +338,8 @@ def write_subset(s1k: pd.DataFrame, out: Path, formats: list[str]) -> dict[str, 
 def run_select(cfg: SelectConfig) -> dict[str, Any]:
     """``s1ray select``: scored pool in, subset (s1K schema) + report out."""
     pool = read_pool(cfg.input)
+    if cfg.only_kept and "keep" in pool.columns:
+        pool = pool[pool["keep"].astype("boolean").fillna(False).to_numpy(dtype=bool)].reset_index(drop=True)
     t0 = time.perf_counter()
     subset = select_subset(pool, cfg.criterion, cfg.size, cfg.seed, cfg.params)
     seconds = time.perf_counter() - t0

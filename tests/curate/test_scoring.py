@@ -37,38 +37,73 @@ def test_config_sections_and_stage_order():
         ScoringConfig.model_validate({"difficulty": {"solver": []}})
 
 
-def test_actor_pool_scoring_end_to_end(ray_local):
-    import ray
+def write_sources(tmp_path):
+    import json
 
+    rows = []
+    for i in range(8):
+        row = {"question": f"How many ways can {i + 3} people sit around a round table?", "answer": str(i + 2)}
+        if i % 2 == 0:
+            row.update(thinking=[f"We count arrangements for case {i}. " * (i + 1)], attempt="\\boxed{1}",
+                       attempt_correct=True)
+        rows.append(row)
+    rows.append(dict(rows[0]))  # exact duplicate: dropped by the rules, never sent to a model
+    rows.append({"question": "Which of these numbers is a prime number?", "choices": ["4", "7"], "answer": "1",
+                 "thinking": ["Four is even; seven has no divisors."], "attempt": "B"})
+    path = tmp_path / "pool.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_curate_with_model_stages_on_actor_pools(ray_local, tmp_path):
+    """Rules + models through `s1ray curate`, then `s1ray select` on the scored pool."""
+    from s1ray.curate.config import CurateConfig
+    from s1ray.curate.pipeline import run_curate
+    from s1ray.curate.selection import SelectConfig, run_select
     from s1ray.models.loading import load_tokenizer
 
     gen = {"model": "tiny:tiny", "max_new_tokens": 4, "batch_size": 4, "num_cpus": 0.5}
-    cfg = ScoringConfig.model_validate({
-        "traces": {"enabled": True, "teacher": {**gen, "max_new_tokens": 6}, "max_attempts": 2},
-        "domains": {"refine_clusters": 2},
-        "difficulty": {"solvers": [{"name": "tiny_a", "generation": {**gen, "concurrency": 2}}]},
-        "pool": {"batch_size": 4},
+    cfg = CurateConfig.model_validate({
+        "sources": [{"name": "t", "path": str(write_sources(tmp_path))}],
+        "output_dir": str(tmp_path / "out"), "batch_size": 4,
+        "scoring": {
+            "traces": {"enabled": True, "teacher": {**gen, "max_new_tokens": 6}, "max_attempts": 2},
+            "domains": {"refine_clusters": 2},
+            "difficulty": {"solvers": [{"name": "tiny_a", "generation": {**gen, "concurrency": 2}}]},
+            "pool": {"batch_size": 4},
+        },
     })
-    ds = ray.data.from_arrow(small_pool()).repartition(3)
-    df = score_dataset(ds, cfg).to_pandas().sort_values("origin").reset_index(drop=True)
-    assert len(df) == 9
-    # Traces: rows with their own trace keep it; the tiny random teacher never finishes within
-    # 6 tokens, so its rows fail twice and carry the reason.
-    own = df["thinking"].notna()
+    summary = run_curate(cfg)
+    assert summary["accounting"]["ok"] and summary["input"] == 10
+    assert summary["stages"]["scoring"]["status"] == "computed"
+    df = pd.read_parquet(summary["paths"]["scored_pool"]).sort_values("row_index").reset_index(drop=True)
+    dup = df["drop_stage"] == "dedup"
+    assert dup.sum() == 1 and df.loc[dup, "solver_tiny_a_reason"].isna().all()  # skipped: no model time
+    assert df.loc[dup, "thinking_tokens"].isna().all()
+    scored = ~dup
+    # Traces: the tiny random teacher never finishes within 6 tokens: its rows fail twice and are
+    # quarantined with the reason; rows with their own trace keep it.
+    own = df["thinking"].notna() & scored
     assert (df.loc[own, "trace_source"] == "original").all()
-    assert df.loc[~own, "trace_error"].str.contains("truncated at max_new_tokens \\(after 2").all()
-    # Lengths: the SmolLM2 tokenizer's count of the resolved trace; 0 without a trace.
+    teacher = scored & ~own
+    assert teacher.sum() == 4
+    assert df.loc[teacher, "drop_stage"].eq("traces").all()
+    assert df.loc[teacher, "drop_reason"].str.startswith(
+        "quarantined: teacher trace failed: truncated at max_new_tokens (after 2").all()
+    # Lengths: the SmolLM2 tokenizer's count of the resolved trace.
     tok = load_tokenizer("tiny:tiny")
     for _, r in df[own].iterrows():
         assert r["thinking_tokens"] == len(tok(r["thinking"][0], add_special_tokens=False)["input_ids"])
-    assert (df.loc[~own, "thinking_tokens"] == 0).all()
-    # Domains: every row labelled with a valid code by the refined embedding classifier.
-    assert df["domain_pred"].str.fullmatch(r"\d\d").all() and (df["domain_method"] == "embedding+clusters").all()
-    assert "_domain_emb" not in df.columns
-    # Difficulty: the solver (a pool of 2 actors) answered every row and was graded; a random
-    # model solves nothing.
-    assert (df["solver_tiny_a_tokens"] > 0).all() and df["solver_tiny_a_reason"].notna().all()
-    assert (df["solver_failures"] == 1).all() and (df["solver_solved"] == 0).all()
-    out = scoring_outcome(df, cfg)
-    assert out["scoring_quarantine"].notna().sum() == (~own).sum()
-    assert out["scoring_drop"].isna().all()  # nothing solved: nothing too easy
+    # Domains: valid codes from the refined embedding classifier; no embedding column left.
+    assert df.loc[scored, "domain_pred"].str.fullmatch(r"\d\d").all()
+    assert (df.loc[scored, "domain_method"] == "embedding+clusters").all() and "_domain_emb" not in df.columns
+    # Difficulty: the solver (a pool of 2 actors) answered and was graded; a random model solves
+    # nothing, so the difficulty filter keeps every row it saw.
+    assert (df.loc[scored, "solver_tiny_a_tokens"] > 0).all() and df.loc[scored, "solver_tiny_a_reason"].notna().all()
+    assert (df.loc[scored, "solver_failures"] == 1).all()
+    assert df["keep"].sum() == own.sum() == summary["kept"] == 5
+    assert summary["dropped"]["traces"] == 4 and summary["dropped"]["difficulty"] == 0
+    # Selection reads the scored pool and only takes kept rows.
+    sel = run_select(SelectConfig(input=summary["paths"]["scored_pool"], output_dir=str(tmp_path / "sel"),
+                                  size=3, formats=["parquet"], plot=False))
+    assert sel["size"] == 3 and sel["pool_size"] == 5
