@@ -46,6 +46,8 @@ def build_tasks(cfg: EvaluateConfig) -> tuple[list[dict[str, Any]], dict[str, An
                     tasks.append({"id": q["id"], "benchmark": q["benchmark"], "method": method, "budget": budget,
                                   "user": user, "answer_ref": q["answer"], "kind": q["kind"],
                                   "choices": json.dumps(q["choices"]) if q["choices"] else ""})
+    # Batches of one method and budget finish together: no batch waits on its longest row's budget.
+    tasks.sort(key=lambda t: (t["method"], t["budget"]))
     return tasks, stats
 
 

@@ -133,9 +133,13 @@ class _RowStops:
                  eos_ids: set[int], extra_stop_ids: set[int] | None = None):
         import torch
 
-        self.tok, self.prompt_len, self.stop = tokenizer, prompt_len, list(stop or ())
+        self.tok, self.prompt_len = tokenizer, prompt_len
+        # Stop strings that are special tokens (ChatML's <|im_start|>) are matched by id, the rest as text.
+        special = {t: tokenizer.convert_tokens_to_ids(t) for t in getattr(tokenizer, "all_special_tokens", [])}
+        special_stops = {special[s] for s in stop or () if s in special}
+        self.stop = [s for s in stop or () if s not in special]
         self.limits = torch.tensor(limits)
-        self.end_ids = torch.tensor(sorted(eos_ids | (extra_stop_ids or set())))
+        self.end_ids = torch.tensor(sorted(eos_ids | special_stops | (extra_stop_ids or set())))
         self.eos_ids = torch.tensor(sorted(eos_ids))
         self.ended_at = [None] * len(limits)  # tokens generated when the row ended
         self.reason = ["length"] * len(limits)
@@ -190,7 +194,8 @@ class HFGenerator(Generator):
         self.cfg = cfg
         self.tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
         self.tokenizer.padding_side = "left"
-        self.device = "cuda" if torch.cuda.is_available() and cfg.num_gpus != 0 else "cpu"
+        # A Ray actor without GPUs sees none (CUDA_VISIBLE_DEVICES=""), so this is CPU there.
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = load_model(cfg.model, cfg.dtype, trust_remote_code=cfg.trust_remote_code).to(self.device)
         self.model.eval()
         self.eos_ids = self._eos_ids()
@@ -268,8 +273,10 @@ class VLLMGenerator(Generator):
         import torch
 
         n_gpus = max(1, int(cfg.num_gpus)) if torch.cuda.is_available() else 1
+        # Inside a Ray actor that holds the GPUs, tensor parallelism uses vLLM's own processes.
+        extra = {"distributed_executor_backend": "mp"} if n_gpus > 1 else {}
         self.llm = LLM(model=resolve_model_path(cfg.model), dtype=cfg.dtype, seed=cfg.seed,
-                       trust_remote_code=cfg.trust_remote_code, tensor_parallel_size=n_gpus)
+                       trust_remote_code=cfg.trust_remote_code, tensor_parallel_size=n_gpus, **extra)
         self.tokenizer = self.llm.get_tokenizer()
         self._calls = 0
 
