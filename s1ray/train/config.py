@@ -25,7 +25,9 @@ class DelimiterConfig(StrictModel):
     think: str = "<|im_start|>think\n"
     answer: str = "\n<|im_start|>answer\n"
     system_prompt: str | None = None  # None: whatever the chat template adds by itself
-    answer_field: Literal["attempt", "solution"] = "attempt"  # falls back to the other one
+    # the text after the answer delimiter: the teacher's attempt (s1), the reference solution, or
+    # the short reference answer; falls back to the others in that order when empty
+    answer_field: Literal["attempt", "solution", "answer"] = "attempt"
 
 
 class DeepSpeedSection(StrictModel):

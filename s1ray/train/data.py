@@ -57,10 +57,10 @@ def format_chat(record: dict[str, Any], tokenizer: Any, delimiters: Any) -> tupl
     trace = primary_thinking(record).strip()
     if not trace:
         raise ValueError("no reasoning trace (`thinking` is empty)")
-    first, second = ("attempt", "solution") if delimiters.answer_field == "attempt" else ("solution", "attempt")
-    answer = (record.get(first) or record.get(second) or "").strip()
+    fields = [delimiters.answer_field] + [f for f in ("attempt", "solution", "answer") if f != delimiters.answer_field]
+    answer = next((record[f].strip() for f in fields if (record.get(f) or "").strip()), "")
     if not answer:
-        raise ValueError("no answer text (`attempt` and `solution` are both empty)")
+        raise ValueError("no answer text (`attempt`, `solution` and `answer` are all empty)")
     messages = []
     if delimiters.system_prompt is not None:
         messages.append({"role": "system", "content": delimiters.system_prompt})

@@ -291,8 +291,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
             bar.update(1)
         if trace:
-            trace.write(json.dumps({"step": done, "rank": rank, "loss": step_loss,
-                                    "examples": [[rows["example_ids"][i] for i in mb] for mb in mine]}) + "\n")
+            rec = {"step": done, "rank": rank, "loss": step_loss, "time": time.time(), "tokens": local_tokens,
+                   "examples": [[rows["example_ids"][i] for i in mb] for mb in mine]}
+            if extra.get("measure_memory_at_step") == done:
+                rec["tensor_bytes"] = metrics["tensor_bytes"]
+            trace.write(json.dumps(rec) + "\n")
             trace.flush()
         _maybe_fail(extra, done, rank)
 

@@ -38,7 +38,7 @@ def work(tmp_path_factory, ray_local):
 
 def config(work, data_path, name, **kw) -> TrainConfig:
     base = {"data": {"name": "s1k", "path": str(data_path), "preset": "s1k"}, "model": work["model"],
-            "dtype": "float32", "epochs": 3, "lr": 3e-3, "warmup_ratio": 0.1, "global_batch_size": 4,
+            "dtype": "float32", "epochs": 2, "lr": 1e-2, "warmup_ratio": 0.1, "global_batch_size": 4,
             "num_workers": 2, "block_size": 256, "deepspeed": {"zero_stage": 2},
             "storage_path": str(work["root"] / "runs"), "run_name": name, "checkpoint_every_steps": CKPT_EVERY,
             "metrics_every_steps": CKPT_EVERY, "output_dir": str(work["root"] / name / "model"),
@@ -99,7 +99,7 @@ def assert_same_run(trace: dict, reference: dict, rtol: float) -> None:
 def test_reference_run_learns_and_exports(reference, work):
     summary, trace = reference["summary"], reference["trace"]
     steps = summary["metrics"]["total_steps"]
-    assert summary["metrics"]["step"] == steps == 3 * summary["data"]["steps_per_epoch"]
+    assert summary["metrics"]["step"] == steps == 2 * summary["data"]["steps_per_epoch"]
     assert summary["batch"] == {"micro_batch_size": 1, "gradient_accumulation": 2, "num_workers": 2,
                                 "global_batch_size": 4}
     losses = [trace[(s, 0)]["loss"] for s in range(1, steps + 1)]
@@ -133,7 +133,8 @@ def test_zero3_worker_raises_then_same_run_name_resumes(reference, work, s1k_mod
     fail_step = 2 * CKPT_EVERY + 1
     extra = {"trace_dir": str(trace), "fail_at_step": fail_step, "fail_rank": 1, "fail_mode": "raise",
              "fail_marker": str(work["root"] / f"{name}.marker")}
-    cfg = config(work, s1k_module_file, name, deepspeed={"zero_stage": 3}, max_failures=0)
+    cfg = config(work, s1k_module_file, name, deepspeed={"zero_stage": 3}, max_failures=0,
+                 gradient_checkpointing=True)
     with pytest.raises(Exception, match="injected failure at step 7 on rank 1"):
         fit(cfg, **extra)  # V2 raises the worker's error from fit()
     second = fit(cfg, **extra)  # same run name: picks up the step-6 checkpoint
@@ -141,7 +142,7 @@ def test_zero3_worker_raises_then_same_run_name_resumes(reference, work, s1k_mod
     counts = step_counts(trace)
     assert all(counts[s] == 1 for s in range(1, 2 * CKPT_EVERY + 1))  # before the checkpoint: done once
     assert counts[fail_step] == 2  # the failed step was redone after resuming
-    assert_same_run(read_trace(trace), reference, rtol=1e-3)  # ZeRO-3 vs ZeRO-2: same maths
+    assert_same_run(read_trace(trace), reference, rtol=1e-3)  # ZeRO-3 (+ recompute) vs ZeRO-2: same maths
 
 
 def test_killed_worker_recovers_from_checkpoint(reference, work, s1k_module_file):
