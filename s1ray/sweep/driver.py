@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from s1ray.config import dump_config
+from s1ray.config import ConfigError, dump_config
 from s1ray.curate.selection import read_pool, select_subset, to_s1k, write_subset
 from s1ray.sweep.analysis import COMPLETED, FAILED, FULL, STOPPED, smallest_effective_set, write_report
 from s1ray.sweep.config import SweepConfig, concurrent_trials, trial_grid
@@ -267,11 +267,20 @@ def build_tuner(cfg: SweepConfig, pool: pd.DataFrame, n_concurrent: int):
 
     path = sweep_dir(cfg)
     trainable = _trainable(cfg, pool)
-    if cfg.resume and tune.Tuner.can_restore(str(path)):
+    planned = path / "trials_planned.json"
+    trials = trial_grid(cfg)
+    if tune.Tuner.can_restore(str(path)):
+        if not cfg.resume:
+            raise ConfigError(f"sweep {path} exists; set resume: true to continue it, or choose another name")
+        before = json.loads(planned.read_text()) if planned.exists() else None
+        if before is not None and before != json.loads(json.dumps(trials)):
+            raise ConfigError(f"sweep {path} was started with a different search space ({len(before)} trials, now "
+                              f"{len(trials)}); a restored sweep keeps its space: choose another name")
         return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False), True
+    planned.write_text(json.dumps(trials, indent=1))
     tuner = tune.Tuner(
         trainable,
-        param_space={"trial": tune.grid_search(trial_grid(cfg))},
+        param_space={"trial": tune.grid_search(trials)},
         tune_config=tune.TuneConfig(scheduler=make_scheduler(cfg), max_concurrent_trials=n_concurrent, reuse_actors=False),
         run_config=tune.RunConfig(
             name=cfg.name, storage_path=str(path.parent),
@@ -345,6 +354,9 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
     tuner, restored = build_tuner(cfg, pool, n_concurrent)
     grid = tuner.fit()
     wall = time.perf_counter() - t0
+    if not cfg.keep_models:  # trials stopped by ASHA end at their report and leave their weights behind
+        for folder in out.glob("trials/*/model_stage*"):
+            shutil.rmtree(folder, ignore_errors=True)
     table = trial_table(grid, cfg, len(pool))
     table.to_csv(out / "trials.csv", index=False)
     summary: dict[str, Any] = {

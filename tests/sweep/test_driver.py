@@ -73,11 +73,11 @@ def test_sweep_interrupted_resumes_without_redoing_finished_trials(tmp_path, ray
     sweep = tmp_path / "sweeps" / "t2x2"
     # 1) Run the sweep in its own process (its own local Ray) and kill it hard once a trial finished.
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    log = open(tmp_path / "first_run.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "s1ray.cli", "sweep", "--config", str(cfg_path)], cwd=REPO,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.time() + 150
+        deadline = time.time() + 600  # ~40 s on a quiet machine; generous for a loaded one
         while not finished_trials(sweep) and time.time() < deadline and proc.poll() is None:
             time.sleep(0.5)
         time.sleep(1.5)  # let Tune write its experiment state
@@ -86,7 +86,9 @@ def test_sweep_interrupted_resumes_without_redoing_finished_trials(tmp_path, ray
             os.killpg(proc.pid, signal.SIGKILL)  # the group this test started, nothing else
         proc.wait(timeout=30)
     done_before = {p.name: p.joinpath("attempts.jsonl").read_text().count("\n") for p in finished_trials(sweep)}
-    assert done_before, "no trial finished before the kill"
+    log.close()
+    tail = (tmp_path / "first_run.log").read_text()[-3000:]
+    assert done_before, f"no trial finished before the kill (exit code {proc.returncode}):\n{tail}"
     assert len(done_before) < 4, "the sweep finished before it could be interrupted"
 
     # 2) Resume: same config, same name -> Tuner.restore.
@@ -114,3 +116,9 @@ def test_sweep_interrupted_resumes_without_redoing_finished_trials(tmp_path, ray
     report = Path(summary["paths"]["markdown"]).read_text()
     assert "difficulty" in report and "no completed full-pool trial" in report
     assert Path(summary["paths"]["plot"]).stat().st_size > 1000
+
+    # 3) A restored sweep keeps its search space: a changed space is refused, not silently ignored.
+    from s1ray.config import ConfigError
+
+    with pytest.raises(ConfigError, match="different search space"):
+        run_sweep(load_config(SweepConfig, cfg_path, ["space.seeds=[0, 1]"]))
