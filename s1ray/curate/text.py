@@ -19,7 +19,7 @@ _PRIME = U64(0x9E3779B97F4A7C15)
 
 # Numbers (with decimals) and single non-space, non-word characters become tokens of their own.
 # ASCII classes keep RE2 fast; any other character (accents, CJK) is a token of its own.
-_SPLIT_MATH = r"([0-9]+(?:\.[0-9]+)?|[^\sa-z0-9])"
+_SPLIT_MATH = r"([0-9]+(?:\.[0-9]+)?|[^\sa-zA-Z0-9])"
 _NON_WORD = r"[^a-z0-9\x{80}-\x{10FFFF}]+"
 
 
@@ -63,11 +63,10 @@ class Tokens:
 
     def __init__(self, texts: pa.Array, words_only: bool = False):
         texts = pc.fill_null(texts, "")
-        low = pc.utf8_lower(texts)
         if words_only:
-            spaced = pc.replace_substring_regex(low, _NON_WORD, " ")
-        else:
-            spaced = pc.replace_substring_regex(low, _SPLIT_MATH, r" \1 ")
+            spaced = pc.replace_substring_regex(pc.utf8_lower(texts), _NON_WORD, " ")
+        else:  # case is kept in the vocabulary (ALL-CAPS words are content) but not in hashes
+            spaced = pc.replace_substring_regex(texts, _SPLIT_MATH, r" \1 ")
         lists = pc.utf8_split_whitespace(spaced)
         if isinstance(lists, pa.ChunkedArray):
             lists = lists.combine_chunks()
@@ -85,7 +84,7 @@ class Tokens:
             enc = enc.combine_chunks()
         self.vocab_arr = enc.dictionary
         self.codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        self.vocab_hash = hash_strings(self.vocab_arr)
+        self.vocab_hash = hash_strings(pc.utf8_lower(self.vocab_arr))
         self.hashes = self.vocab_hash[self.codes] if len(self.codes) else np.zeros(0, U64)
 
     @property
@@ -167,27 +166,47 @@ def minhash(shingle_hash: np.ndarray, doc: np.ndarray, n_docs: int, num_perm: in
     return sig
 
 
-def math_key(tokens: Tokens) -> np.ndarray:
-    """Per-document hash of the ordered numbers and formula tokens (0 when there are none).
+# Words that carry the content of a math question as much as its numbers do: number words,
+# ordinals and the relations/objects a one-word edit flips ("odd" vs "even functions").
+CONTENT_WORDS = (
+    "zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|"
+    "sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|"
+    "thousand|million|billion|half|twice|thrice|double|triple|once|first|second|third|fourth|fifth|"
+    "sixth|seventh|eighth|ninth|tenth|last|odd|even|minimum|maximum|smallest|largest|greatest|least|"
+    "sum|product|difference|quotient|positive|negative|nonnegative|nonpositive|real|imaginary|prime|"
+    "composite|rational|irrational|increasing|decreasing|inside|outside|horizontal|vertical|perimeter|"
+    "area|volume|surface|radius|diameter|circumference|row|column|mean|median|mode|range|sine|cosine|"
+    "tangent|parallel|perpendicular|acute|obtuse|clockwise|counterclockwise|left|right|upper|lower|"
+    "necessary|sufficient|true|false|not|never|always|exactly|distinct|consecutive|larger|smaller|bigger|"
+    "higher|longer|shorter|taller|heavier|lighter|faster|slower|earlier|later|up|down|top|bottom|integer|"
+    "hundredth|thousandth|hundredths|tenths|mass|atomic|bisector|altitude|median|tangent|chord"
+)
 
-    Math tokens: numbers, math symbols, LaTeX command names (the word after a backslash) and
-    everything between ``$`` signs. Rewording a sentence leaves it unchanged; changing a
-    number or an operator changes it.
+
+def math_key(tokens: Tokens) -> np.ndarray:
+    """Per-document hash of the ordered content tokens (0 when there are none).
+
+    Content tokens: numbers, math symbols, LaTeX command names (the word after a backslash),
+    everything between ``$`` signs, number words and ordinals, math relation words
+    (:data:`CONTENT_WORDS`) and ALL-CAPS words ("arrange the letters of ELLIPSE"). Rewording
+    a sentence leaves the key unchanged; changing a number, an operator or one of these words
+    changes it.
     """
     n_docs = tokens.n_docs
     if len(tokens.hashes) == 0:
         return np.zeros(n_docs, U64)
     is_num = tokens.vocab_match(r"^[0-9]+(\.[0-9]+)?$")
-    is_sym = tokens.vocab_match(r"^[^a-z0-9\s.,;:?!'\"`$\x{80}-\x{10FFFF}]$")
+    is_sym = tokens.vocab_match(r"^[^a-zA-Z0-9\s.,;:?!'\"`$\x{80}-\x{10FFFF}]$")
     is_dollar = tokens.vocab_match(r"^\$$")
     is_backslash = tokens.vocab_match(r"^\\$")
+    is_word = tokens.vocab_match(f"^(?i:{CONTENT_WORDS})$") | tokens.vocab_match(r"^[A-Z]{2,}$")
     starts = tokens.offsets[:-1]
     doc = tokens.doc_of()
     cum = np.cumsum(is_dollar)
     before = np.r_[0, cum][starts][doc]  # dollars before each document
     in_math = ((cum - before) % 2 == 1) & ~is_dollar
     after_bs = np.r_[False, is_backslash[:-1]] & (np.arange(len(doc)) > starts[doc])
-    mask = is_num | is_sym | in_math | after_bs
+    mask = is_num | is_sym | in_math | after_bs | is_word
     rank = np.cumsum(mask) - 1
     rank = rank - np.r_[0, np.cumsum(mask)][starts][doc]
     with np.errstate(over="ignore"):

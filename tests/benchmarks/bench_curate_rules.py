@@ -268,7 +268,7 @@ def reword(q: str, edits: int, rng: random.Random) -> str:
         else:
             plain = [i for i, w in enumerate(words) if w.isalpha() and prose[i]]
             i = rng.choice(plain) if plain else 0
-            words.insert(i, rng.choice(["now", "please", "then", "exactly"]))
+            words.insert(i, rng.choice(["now", "please", "then", "here"]))
     return " ".join(words)
 
 

@@ -84,3 +84,16 @@ def test_score_dedup_on_ray_data(ray_local):
     assert out["dup_of"].to_pylist() == [-1, -1, 0, -1, 1]
     assert out["dup_similarity"].to_pylist()[2] == pytest.approx(1.0)
     assert set(t.column_names) < set(out.column_names)  # columns are only added
+
+
+def test_one_word_content_changes_are_distinct_questions():
+    pairs = [("Let $f(x)$ and $g(x)$ be odd functions. Is $f(x) g(x)$ even, odd, or neither? Enter odd, even or neither.",
+              "Let $f(x)$ and $g(x)$ be even functions. Is $f(x) g(x)$ even, odd, or neither? Enter odd, even or neither."),
+             ("Determine the number of ways to arrange the letters of the word ELLIPSE in a row on the table.",
+              "Determine the number of ways to arrange the letters of the word CEASE in a row on the table."),
+             ("The sum of two numbers is 25 and their difference is 11. What is the larger of the two numbers?",
+              "The sum of two numbers is 25 and their difference is 11. What is the smaller of the two numbers?")]
+    kind, _ = _dups([q for pair in pairs for q in pair])
+    assert kind == [""] * 6
+    loose = CurateConfig(sources=[], dedup=DedupConfig(math_aware=False, threshold=0.5))
+    assert _dups([q for pair in pairs for q in pair], cfg=loose)[0].count("near") >= 2
