@@ -220,10 +220,13 @@ def plot_scores(result: dict[str, Any], path: str | Path, metric: str = "score")
     for criterion, g in groups.groupby("criterion", sort=True):
         g = g.sort_values("size_key")
         ok = g[g["n_completed"] > 0]
-        ax.errorbar(ok["size_key"], ok["mean"], yerr=ok["std"].fillna(0), marker="o", capsize=3, label=criterion)
-        for _, row in g[g["n_completed"] == 0].iterrows():  # failed/stopped points are shown, not dropped
-            ax.annotate("×", (row["size_key"], result["threshold"]), ha="center", va="center", color="red",
-                        fontsize=14)
+        line = ax.errorbar(ok["size_key"], ok["mean"], yerr=ok["std"].fillna(0), marker="o", capsize=3,
+                           label=criterion)
+        color = line.lines[0].get_color()
+        for x in g[g["n_completed"] == 0]["size_key"]:  # no final score: shown on the axis, never dropped
+            if math.isfinite(x):
+                ax.plot([x], [0.03], marker="x", ms=9, color=color, transform=ax.get_xaxis_transform(),
+                        clip_on=False)
     ax.axhline(result["reference"]["score"], color="gray", ls="--", lw=1,
                label=f"reference ({result['reference']['used']})")
     ax.axhline(result["threshold"], color="gray", ls=":", lw=1, label="reference - ε")
@@ -231,9 +234,14 @@ def plot_scores(result: dict[str, Any], path: str | Path, metric: str = "score")
     ax.scatter([s["n_rows"] if s["size"] == FULL else s["size"]], [s["mean"]], s=180, facecolors="none",
                edgecolors="black", zorder=5, label=f"smallest effective: {s['criterion']} @ {s['size']}")
     ax.set_xscale("log")
+    ticks = groups.drop_duplicates("size_key").sort_values("size_key")
+    ticks = ticks[ticks["size_key"].map(math.isfinite)]
+    ax.set_xticks(list(ticks["size_key"]))
+    ax.set_xticklabels([f"full ({int(k)})" if z == FULL else str(z) for z, k in zip(ticks["size"], ticks["size_key"])])
+    ax.minorticks_off()
     ax.set_xlabel("subset size (questions; 'full' = whole pool)")
     ax.set_ylabel(metric)
-    ax.set_title("Score vs subset size (mean ± std over seeds; × = no final score)")
+    ax.set_title("Score vs subset size (mean ± std over seeds; × on the axis = no final score)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)

@@ -66,7 +66,7 @@ def finished_trials(sweep: Path) -> list[Path]:
             if json.loads(p.read_text())["stage"] >= 1]
 
 
-def test_sweep_interrupted_resumes_without_redoing_finished_trials(tmp_path, ray_local):
+def test_sweep_interrupted_resumes_without_redoing_finished_trials(tmp_path, request):
     from s1ray.sweep.driver import run_sweep
 
     cfg_path = write_setup(tmp_path)
@@ -91,7 +91,9 @@ def test_sweep_interrupted_resumes_without_redoing_finished_trials(tmp_path, ray
     assert done_before, f"no trial finished before the kill (exit code {proc.returncode}):\n{tail}"
     assert len(done_before) < 4, "the sweep finished before it could be interrupted"
 
-    # 2) Resume: same config, same name -> Tuner.restore.
+    # 2) Resume: same config, same name -> Tuner.restore (in the session's Ray, started only now so
+    # that two local Ray instances never run at once).
+    request.getfixturevalue("ray_local")
     summary = run_sweep(load_config(SweepConfig, cfg_path))
     assert summary["restored"] is True
     table = pd.read_csv(summary["trials_csv"])

@@ -1,0 +1,162 @@
+"""Sweep overhead and ASHA savings, measured on one search space run twice.
+
+1. Per-trial overhead outside training and evaluation, as a fraction of trial time:
+   selection + data shipping (pool from the object store) + Tune start-up (gap between one
+   trial ending and the next starting; trials run one at a time here) + Train start-up (a
+   fit's wall time minus its training steps: worker group, data prep, model load, DeepSpeed
+   init, weight gathering and export) + copying the export.
+2. The trial time ASHA saves against the full grid on the same space (2 training stages with
+   an intermediate evaluation after the first; learning rates include one too high, so some
+   trials are visibly worse after stage 1), and whether both find the same best trial.
+
+Model SmolLM2-135M-Instruct (packaged), pool and held-out evaluation as in demo_sweep.py.
+
+    .venv/bin/python tests/benchmarks/bench_sweep.py --out /tmp/bench_sweep
+
+Writes bench_sweep.json, both sweeps' trials.csv and bench_sweep.png to --out. The machine
+is shared: other processes inflate every time here; the report says what the load was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import demo_sweep  # noqa: E402  (pool, evaluation set, environment)
+
+import pandas as pd  # noqa: E402
+
+OVERHEAD_PARTS = ["select_s", "ship_s", "tune_startup_s", "train_startup_s", "export_s"]
+
+
+def space(quick: bool) -> dict:
+    return {"sizes": [16], "criteria": ["s1", "random"], "seeds": [0], "lr": [1e-4, 3e-3]}
+
+
+def config(out: Path, pool: Path, ev: Path, name: str, asha: bool, quick: bool) -> dict:
+    cfg = demo_sweep.sweep_config(out, pool, ev, name, quick)
+    cfg.update(space=space(quick), stages=2, asha={"enabled": asha, "grace_period": 1, "reduction_factor": 2},
+               resume=False, max_concurrent_trials=1, intermediate_limit=None)
+    cfg["train"].update(epochs=2, num_workers=1, global_batch_size=4)  # 2 workers of 135M: ~7 GB, OOM-killed on a shared box
+    cfg["evaluate"]["budgets"] = [32]
+    return cfg
+
+
+def per_trial(table: pd.DataFrame, fit_start: float) -> pd.DataFrame:
+    """Overhead parts per completed/stopped trial; trials ran one at a time, in start order."""
+    t = table[table["status"] != "failed"].sort_values("t_entry_unix").copy()
+    prev_end = [fit_start] + list(t["t_end_unix"].iloc[:-1])
+    t["tune_startup_s"] = t["t_entry_unix"].to_numpy() - pd.Series(prev_end).to_numpy()
+    t["train_startup_s"] = t["t_train_fit_s"] - t["t_train_loop_s"]
+    t["select_s"], t["ship_s"], t["export_s"] = t["t_select_s"], t["t_ship_s"], t["t_export_s"]
+    t["train_s"], t["eval_s"] = t["t_train_loop_s"], t["t_eval_s"]
+    t["trial_s"] = t["t_trial_s"] + t["tune_startup_s"]
+    t["overhead_s"] = t[OVERHEAD_PARTS].sum(axis=1)
+    t["overhead_frac"] = t["overhead_s"] / t["trial_s"]
+    return t
+
+
+def run(out: Path, name: str, asha: bool, pool: Path, ev: Path, quick: bool) -> tuple[dict, pd.DataFrame]:
+    from s1ray.sweep.config import SweepConfig
+    from s1ray.sweep.driver import run_sweep
+
+    import shutil
+
+    shutil.rmtree(out / "sweeps" / name, ignore_errors=True)  # a fresh sweep, never a restore
+    cfg = SweepConfig.model_validate(config(out, pool, ev, name, asha, quick))
+    t0 = time.time()
+    summary = run_sweep(cfg)
+    table = pd.read_csv(summary["trials_csv"])
+    table.to_csv(out / f"{name}_trials.csv", index=False)
+    return {**summary, "fit_start_unix": t0}, table
+
+
+def plot(grid: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    left = pd.Series(0.0, index=grid.index)
+    parts = OVERHEAD_PARTS + ["train_s", "eval_s"]
+    for part in parts:
+        ax.barh(grid["trial_id"], grid[part], left=left, label=part.removesuffix("_s"))
+        left = left + grid[part]
+    ax.set_xlabel("seconds")
+    ax.set_title("Where a sweep trial's time goes (grid run)")
+    ax.legend(fontsize=7, ncol=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="/tmp/bench_sweep")
+    p.add_argument("--eval-questions", type=int, default=12)
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pool = demo_sweep.build_pool()
+    pool_path = out / "scored_pool.parquet"
+    pool.to_parquet(pool_path)
+    ev = demo_sweep.build_eval(out / "eval.jsonl", args.eval_questions, pool)
+    load_before = os.getloadavg()
+
+    g_sum, g_tab = run(out, "bench_grid", False, pool_path, ev, False)
+    a_sum, a_tab = run(out, "bench_asha", True, pool_path, ev, False)
+    grid = per_trial(g_tab, g_sum["fit_start_unix"])
+    asha = per_trial(a_tab, a_sum["fit_start_unix"])
+
+    def best(t: pd.DataFrame) -> dict:
+        done = t[t["status"] == "completed"]
+        b = done.loc[done["score"].idxmax()]
+        return {"trial": f"{b['criterion']} lr={b['lr']:g}", "score": float(b["score"])}
+
+    res = {
+        "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
+        "grid": {"trials": len(grid), "wall_s": g_sum["wall_s"], "trial_s_sum": float(grid["trial_s"].sum()),
+                 "stages_trained": int(grid["stage"].sum()), "best": best(grid)},
+        "asha": {"trials": len(asha), "wall_s": a_sum["wall_s"], "trial_s_sum": float(asha["trial_s"].sum()),
+                 "stages_trained": int(asha["stage"].sum()), "stopped_early": int((asha["status"] == "stopped_early").sum()),
+                 "best": best(asha)},
+        "overhead": {
+            "per_trial_mean_s": {k: float(grid[k].mean()) for k in OVERHEAD_PARTS + ["train_s", "eval_s", "trial_s"]},
+            "fraction_mean": float(grid["overhead_frac"].mean()),
+            "fraction_max": float(grid["overhead_frac"].max()),
+            "fraction_without_train_startup": float(((grid["overhead_s"] - grid["train_startup_s"]) / grid["trial_s"]).mean()),
+        },
+    }
+    res["asha"]["trial_time_saved_frac"] = 1 - res["asha"]["trial_s_sum"] / res["grid"]["trial_s_sum"]
+    res["asha"]["wall_saved_frac"] = 1 - a_sum["wall_s"] / g_sum["wall_s"]
+    res["asha"]["same_best"] = res["asha"]["best"]["trial"] == res["grid"]["best"]["trial"]
+    cols = ["trial_id", "criterion", "lr", "status", "stage", "score"] + OVERHEAD_PARTS + ["train_s", "eval_s",
+                                                                                        "trial_s", "overhead_frac"]
+    print("\nGrid run, per trial (seconds):")
+    print(grid[cols].round(3).to_string(index=False))
+    print("\nASHA run, per trial (seconds):")
+    print(asha[cols].round(3).to_string(index=False))
+    print("\n| measure | grid | ASHA |\n|---|---|---|")
+    for k in ("trials", "stages_trained", "trial_s_sum", "wall_s"):
+        print(f"| {k} | {res['grid'][k]:.1f} | {res['asha'][k]:.1f} |" if isinstance(res['grid'][k], float)
+              else f"| {k} | {res['grid'][k]} | {res['asha'][k]} |")
+    print(f"| best trial | {res['grid']['best']} | {res['asha']['best']} |")
+    print(f"\nASHA saved {res['asha']['trial_time_saved_frac']:.1%} of trial time, "
+          f"{res['asha']['wall_saved_frac']:.1%} of wall time; same best: {res['asha']['same_best']}")
+    print(f"overhead per trial: {res['overhead']['fraction_mean']:.1%} mean, {res['overhead']['fraction_max']:.1%} max "
+          f"(without Train start-up: {res['overhead']['fraction_without_train_startup']:.1%}); load {load_before}")
+    plot(grid, out / "bench_sweep.png")
+    (out / "bench_sweep.json").write_text(json.dumps(res, indent=2, default=lambda x: None if
+                                                     isinstance(x, float) and math.isnan(x) else str(x)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
