@@ -27,6 +27,7 @@ from s1ray.curate.lengths import LengthsConfig, TraceLengths
 from s1ray.curate.traces import TeacherTraces, TracesConfig
 
 log = logging.getLogger(__name__)
+LIGHT_CPUS = 0.25  # cheap per-batch column arithmetic between the model stages
 
 
 class PoolConfig(StrictModel):
@@ -69,8 +70,11 @@ def _stages(cfg: ScoringConfig) -> list[tuple[str, Any, dict[str, Any], Any]]:
     return stages
 
 
-def fitted_cpus(requested: list[tuple[float, int]], total: float, reserve: float = 0.5) -> list[float]:
-    """Per-actor CPUs so that every pool's actors fit in ``total - reserve`` CPUs together."""
+def fitted_cpus(requested: list[tuple[float, int]], total: float, reserve: float = 1.0) -> list[float]:
+    """Per-actor CPUs so that every pool's actors fit in ``total - reserve`` CPUs together.
+
+    ``reserve`` must fit the largest upstream task: read and map tasks ask for 1 CPU by default,
+    and with less than that free they wait forever behind the actors (a silent hang)."""
     need = sum(c * n for c, n in requested)
     if need <= total - reserve:
         return [c for c, _ in requested]
@@ -182,7 +186,7 @@ def score_dataset(ds: Any, cfg: ScoringConfig, skip_column: str | None = None) -
             ds = refine_domains_dataset(ds, cfg.domains, skip_column)
     names = [s.name for s in cfg.difficulty.solvers] if cfg.difficulty.enabled else []
     return ds.map_batches(ArrowStage(add_failures, {"solver_names": names}, skip_column=skip_column, construct=False),
-                          batch_format="pyarrow")
+                          batch_format="pyarrow", num_cpus=LIGHT_CPUS)
 
 
 def refine_domains_dataset(ds: Any, cfg: DomainsConfig, skip_column: str | None = None) -> Any:
@@ -199,7 +203,7 @@ def refine_domains_dataset(ds: Any, cfg: DomainsConfig, skip_column: str | None 
     stage = ArrowStage(_relabel, {"centroids": centroids, "code_emb": code_emb, "weight": cfg.refine_weight},
                        skip_column=skip_column, construct=False,
                        replace=("domain_pred", "domain_title", "domain_score", "domain_method"))
-    return ds.map_batches(stage, batch_format="pyarrow").drop_columns(["_domain_emb"])
+    return ds.map_batches(stage, batch_format="pyarrow", num_cpus=LIGHT_CPUS).drop_columns(["_domain_emb"])
 
 
 def _relabel(df: pd.DataFrame, centroids: np.ndarray, code_emb: np.ndarray, weight: float) -> pd.DataFrame:
@@ -259,7 +263,7 @@ def score_curated(ds: Any, cfg: Any) -> Any:
     """The ``scoring`` stage of ``s1ray curate``: model stages on the rows the rules keep only
     (no teacher or solver time on duplicates and contaminated rows); dropped rows get nulls."""
     ds = ds.map_batches(_mark_rule_drops, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
-                        batch_size=cfg.batch_size)
+                        batch_size=cfg.batch_size, num_cpus=LIGHT_CPUS)
     return score_dataset(ds, cfg.scoring, skip_column=SKIP_COLUMN).drop_columns([SKIP_COLUMN])
 
 
