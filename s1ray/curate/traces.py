@@ -127,12 +127,19 @@ class TeacherTraces:
     """Ray Data callable class (actor pool): teacher traces for rows without one, then grades."""
 
     def __init__(self, cfg: TracesConfig, generator: Any = None):
-        from s1ray.models.generation import make_generator
-
         if cfg.teacher is None and generator is None:
             raise ValueError("scoring.traces needs a `teacher` generation config")
         self.cfg = cfg
-        self.gen = generator if generator is not None else make_generator(cfg.teacher)
+        self._gen = generator
+
+    @property
+    def gen(self) -> Any:
+        """The teacher, loaded on first use: a pool that already has traces never loads it."""
+        if self._gen is None:
+            from s1ray.models.generation import make_generator
+
+            self._gen = make_generator(self.cfg.teacher)
+        return self._gen
 
     def _generate(self, questions: list[str], temperature: float | None) -> list[Any]:
         prompts = [self.gen.chat_prompt(self.cfg.prompt.format(question=q)) for q in questions]

@@ -83,3 +83,10 @@ def test_helpers():
 
     with pytest.raises(ValueError, match="teacher"):
         TracesConfig(enabled=True)
+
+
+def test_teacher_is_not_loaded_when_every_row_has_a_trace():
+    cfg = TracesConfig(enabled=True, teacher=GenerationConfig(model="/nonexistent/teacher"))
+    df = pool().iloc[:1].reset_index(drop=True)
+    out = TeacherTraces(cfg)(df)  # would raise if it tried to load the teacher
+    assert out["trace_source"].tolist() == ["original"] and bool(out["trace_correct"][0])
