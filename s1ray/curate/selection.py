@@ -233,10 +233,18 @@ def read_pool(path: str | Path) -> pd.DataFrame:
         raise SelectionError(f"cannot read scored pool {path}: {e}") from e
 
 
+def _present(value: Any) -> bool:
+    if value is None:
+        return False
+    if pd.api.types.is_scalar(value):
+        return not pd.isna(value) and value != ""
+    return True
+
+
 def _trajectories(row: dict[str, Any]) -> list[str]:
     traces = row.get("thinking")
-    traces = [t for t in (list(traces) if traces is not None else []) if t]
-    if not traces and row.get("trace_thinking"):
+    traces = [str(t) for t in (list(traces) if _present(traces) else []) if _present(t)]
+    if not traces and _present(row.get("trace_thinking")):
         traces = [row["trace_thinking"]]
     return traces
 
@@ -254,7 +262,8 @@ def to_s1k(subset: pd.DataFrame) -> pd.DataFrame:
                      for r in records],
         "cot": [None] * len(records),
         "thinking_trajectories": [_trajectories(r) for r in records],
-        "attempt": [r.get("attempt") if r.get("attempt") else r.get("trace_attempt") for r in records],
+        "attempt": [r.get("attempt") if _present(r.get("attempt")) else
+                    (r.get("trace_attempt") if _present(r.get("trace_attempt")) else None) for r in records],
     }
     df = pd.DataFrame(out)
     for col in EXTRA_COLUMNS:

@@ -132,6 +132,28 @@ def test_bad_requests_name_the_problem():
         select_subset(pool.drop(columns=["solver_failures"]), "difficulty", 5, seed=0)
 
 
+def test_to_s1k_takes_the_teacher_trace_when_the_source_has_none():
+    from s1ray.curate.selection import to_s1k
+
+    pool = make_pool().iloc[:3].reset_index(drop=True)
+    pool["thinking"] = [["own"], None, None]
+    pool["attempt"] = ["own attempt", None, None]
+    pool["trace_thinking"] = ["own", "teacher trace", None]
+    pool["trace_attempt"] = ["own attempt", "teacher attempt", None]
+    df = to_s1k(pool)
+    assert [list(t) for t in df["thinking_trajectories"]] == [["own"], ["teacher trace"], []]
+    assert df["attempt"].tolist()[:2] == ["own attempt", "teacher attempt"] and pd.isna(df["attempt"][2])
+
+
+def test_run_select_uses_only_kept_rows(tmp_path):
+    pool = make_pool(n=50)
+    pool["keep"] = [i % 2 == 0 for i in range(50)]
+    pool.to_parquet(tmp_path / "pool.parquet")
+    s = run_select(SelectConfig(input=str(tmp_path / "pool.parquet"), output_dir=str(tmp_path / "o"), size=100,
+                                formats=["parquet"], plot=False))
+    assert s["pool_size"] == 25 and s["size"] == 25
+
+
 def test_run_select_writes_s1k_subset_and_report(tmp_path):
     pool = make_pool()
     pool.to_parquet(tmp_path / "pool.parquet")
