@@ -94,10 +94,8 @@ class EmbeddingDomains:
     """Nearest MSC code by cosine similarity of sentence embeddings (offline)."""
 
     def __init__(self, cfg: DomainsConfig | None = None, keep_embeddings: bool = False):
-        import torch
         from sentence_transformers import SentenceTransformer
 
-        torch.set_num_threads(1)  # one thread per actor: actors, not threads, scale out
         self.cfg = cfg or DomainsConfig()
         self.keep_embeddings = keep_embeddings
         self.model = SentenceTransformer(resolve_embedder(self.cfg.embedding_model), device="cpu")
