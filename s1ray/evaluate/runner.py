@@ -150,6 +150,8 @@ def plot_scaling(summary: dict[str, Any], path: Path) -> None:
             ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=method.replace("_", " "))
             for x, y, b in zip(xs, ys, m["budgets"]):
                 ax.annotate(str(b["budget"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        top = max([100 * b["ci95"][1] for m in summary[bench].values() for b in m["budgets"]] + [0])
+        ax.set_ylim(0, min(100, max(10, top + 5)))  # an all-zero curve still reads as a percentage
         ax.set_title(bench)
         ax.set_xlabel("average thinking tokens")
         ax.set_ylabel("accuracy (%)")

@@ -177,11 +177,13 @@ def test_endpoint_success_stop_and_key_header(monkeypatch):
 def test_endpoint_retries_429_and_500(monkeypatch):
     with FakeServer(script=[429, 500, 503]) as srv:
         gen = _endpoint_gen(srv.url, monkeypatch, max_retries=3)
+        gen.backoff_s = 0.05
         out = gen.generate(["p"])
     assert out[0].finish_reason == "stop" and out[0].text.startswith("echo:")
     assert len(srv.requests) == 4
     gaps = [b - a for a, b in zip(srv.times, srv.times[1:])]
-    assert gaps[1] > gaps[0] * 0.9  # backoff grows (jitter is within [0.5, 1] of the doubling)
+    # exponential backoff with jitter in [0.5, 1]: waits in [25, 50], [50, 100], [100, 200] ms
+    assert gaps[0] >= 0.025 and gaps[2] >= 0.1 and gaps[2] > gaps[0]
 
 
 def test_endpoint_gives_up_without_leaking_key(monkeypatch, caplog):
