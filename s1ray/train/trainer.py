@@ -121,9 +121,9 @@ def _dataset(rows):
     return ray.data.from_arrow(rows)
 
 
-def run_train(cfg: TrainConfig) -> dict[str, Any]:
+def run_train(cfg: TrainConfig, extra_loop_config: dict | None = None) -> dict[str, Any]:
     """Fit, copy the exported model to output_dir, return where it is and the final metrics."""
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, extra_loop_config=extra_loop_config)
     result = trainer.fit()
     if result.error:
         raise result.error

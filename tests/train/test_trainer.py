@@ -77,15 +77,7 @@ def reference(work, s1k_module_file):
     name = "reference"
     cfg = config(work, s1k_module_file, name)
     trace = work["root"] / "trace-reference"
-    import s1ray.train.trainer as trainer_mod
-
-    real_build = trainer_mod.build_trainer
-    trainer_mod.build_trainer = lambda c, **kw: real_build(c, extra_loop_config={
-        "trace_dir": str(trace), "probe_input_ids": work["probe"]}, **kw)
-    try:
-        summary = run_train(cfg)
-    finally:
-        trainer_mod.build_trainer = real_build
+    summary = run_train(cfg, extra_loop_config={"trace_dir": str(trace), "probe_input_ids": work["probe"]})
     return {"cfg": cfg, "summary": summary, "trace": read_trace(trace)}
 
 
@@ -106,8 +98,8 @@ def test_reference_run_learns_and_exports(reference, work):
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 1.0, losses  # more than 1 nat lower
     # every example is seen once per epoch
     per_epoch = summary["data"]["steps_per_epoch"]
-    seen = [e for (s, _), r in trace.items() if s <= per_epoch for mb in r["examples"] for row in mb for e in [row]]
-    assert len(seen) == summary["data"]["n_rows"]
+    ids = [e for (s, _), r in trace.items() if s <= per_epoch for mb in r["examples"] for row in mb for e in row]
+    assert len(ids) == len(set(ids)) == summary["data"]["n_examples"]
     # the exported folder loads with plain transformers and gives the trained model's logits
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
