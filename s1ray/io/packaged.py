@@ -26,10 +26,13 @@ def champ_rows(version: str = "v0") -> Iterator[dict[str, Any]]:
     problems = champ_dataset.load(version).problems
     for ident, p in problems.items():
         steps = [s.text if hasattr(s, "text") else s._text for s in p.solution.steps]
+        answer = getattr(p, "answer", None) or p._answer
         yield {
             "question": getattr(p, "text", None) or p._text,
             "solution": "\n".join(steps),
-            "answer": getattr(p, "answer", None) or p._answer,
+            "answer": answer,
+            # A worked final response, so the solution can serve as an s1-style trace + attempt.
+            "worked_attempt": f"The final answer is $\\boxed{{{answer}}}$.",
             "source_type": f"champ/{p.category}",
             "identifier": ident,
             "category": p.category,
