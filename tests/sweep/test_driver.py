@@ -4,9 +4,11 @@ shown in the table, and no trial loading a scoring model."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -66,8 +68,18 @@ def finished_trials(sweep: Path) -> list[Path]:
             if json.loads(p.read_text())["stage"] >= 1]
 
 
-def test_sweep_interrupted_resumes_without_redoing_finished_trials(tmp_path, request):
+@pytest.fixture
+def own_tmp():
+    """A private folder: pytest's basetemp rotation by concurrent sessions must not delete a running sweep."""
+    path = Path(tempfile.mkdtemp(prefix="s1ray-sweep-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_sweep_interrupted_resumes_without_redoing_finished_trials(own_tmp, request):
     from s1ray.sweep.driver import run_sweep
+
+    tmp_path = own_tmp
 
     cfg_path = write_setup(tmp_path)
     sweep = tmp_path / "sweeps" / "t2x2"
