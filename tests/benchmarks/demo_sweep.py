@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="/tmp/demo_sweep")
     p.add_argument("--quick", action="store_true", help="2x2 sweep, one seed (a smoke run)")
     p.add_argument("--eval-questions", type=int, default=20)
+    p.add_argument("--max-concurrent", type=int, default=None, help="cap concurrent trials (memory)")
     args = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
     from s1ray.sweep.config import SweepConfig
@@ -140,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     pool.to_parquet(pool_path)
     eval_path = build_eval(out / "chain_sum_heldout.jsonl", args.eval_questions, pool)
     print(f"pool: {len(pool)} rows {pool['domain'].value_counts().to_dict()}, eval: {args.eval_questions} questions")
-    cfg = SweepConfig.model_validate(sweep_config(out, pool_path, eval_path, "demo_quick" if args.quick else "demo",
-                                                  args.quick))
+    raw = sweep_config(out, pool_path, eval_path, "demo_quick" if args.quick else "demo", args.quick)
+    raw["max_concurrent_trials"] = args.max_concurrent
+    cfg = SweepConfig.model_validate(raw)
     t0 = time.perf_counter()
     summary = run_sweep(cfg)
     summary["demo_wall_s"] = round(time.perf_counter() - t0, 1)
