@@ -166,8 +166,9 @@ def score_pool(ds, cfg: CurateConfig, cache_dir: Path | None = None, upstream: s
             info[stage.name] = {"status": "reused", "key": key, "seconds": 0.0}
             log(f"[curate] stage {stage.name}: reusing {done}")
             continue
-        ds = stage.run(ds, cfg).materialize()
-        if done is not None:
+        ds = stage.run(ds, cfg)
+        if done is not None:  # without a cache the lazy plan continues and Ray fuses the maps
+            ds = ds.materialize()
             if done.exists():
                 shutil.rmtree(done)
             ds.write_parquet(str(done / "data"))

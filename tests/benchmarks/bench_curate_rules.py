@@ -6,8 +6,9 @@
    perturbed replicas of every row (numbers shifted where there are numbers, else a word
    inserted), decontaminated against ../shared/data/eval.
 2. Throughput: s1ray's Ray Data funnel with 1 and with 2 CPUs (each a separate Ray instance in
-   a subprocess), first (cold: Ray workers start) and best-of-warm runs, against a plain
-   single-process Python loop of the same stages with datasketch (MinHash + MinHashLSH).
+   a subprocess pinned to that many cores with sched_setaffinity), first (cold: Ray workers
+   start) and best-of-warm runs, against a plain single-process Python loop of the same
+   stages with datasketch (MinHash + MinHashLSH).
 3. Dedup quality on planted duplicates: exact, whitespace, case and reworded (1 or 2 words)
    copies must go; number-changed variants are distinct questions and must stay. Reported for
    s1ray's defaults, a grid of shingle sizes / thresholds / math-awareness (the measurements
@@ -100,6 +101,11 @@ def ray_worker(pool_path: str, num_cpus: int, repeats: int) -> dict:
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False
+    # "N CPUs" means N cores for everything (driver, raylet, workers): pin this process before
+    # Ray starts so every Ray process inherits the affinity. Otherwise a "1-CPU" Ray instance
+    # still overlaps its driver and workers on a second core.
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= num_cpus:
+        os.sched_setaffinity(0, set(range(num_cpus)))
     t0 = time.perf_counter()
     init_ray(RayConfig(num_cpus=num_cpus))
     t_init = time.perf_counter() - t0
