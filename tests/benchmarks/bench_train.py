@@ -164,7 +164,7 @@ def main() -> int:
     ap.add_argument("--model", default="packaged:smollm2-135m-instruct")
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--rows-per-step", type=int, default=4)
-    ap.add_argument("--examples", type=int, default=48)
+    ap.add_argument("--examples", type=int, default=24)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: speed,padding,memory")
     args = ap.parse_args()
     out = Path(args.out)
@@ -197,12 +197,17 @@ def main() -> int:
         cfg_m = {s: train_config(mem_data, out, args.model, 128, 4, 2, s) for s in (2, 3)}
         results["mem_plain"] = plain_run(train_config(mem_data, out, args.model, 128, 4, 1, 2), measure_memory=True)
         init_ray(RayConfig(num_cpus=2))
+        # one DeepSpeed rank holding everything (fp32 master copy included), for the second baseline
+        results["mem_ds_1rank"] = ray_run(train_config(mem_data, out, args.model, 128, 4, 1, 2), "mem-1rank", out,
+                                          measure_memory=True)
         for s in (2, 3):
             results[f"mem_zero{s}"] = ray_run(cfg_m[s], f"mem-zero{s}", out, measure_memory=True)
             print(f"zero{s}", results[f"mem_zero{s}"]["tensor_bytes_per_rank"], flush=True)
         base = results["mem_plain"]["tensor_bytes_per_rank"][0]
         for s in (2, 3):
-            results[f"mem_ratio_zero{s}"] = max(results[f"mem_zero{s}"]["tensor_bytes_per_rank"]) / base
+            worst = max(results[f"mem_zero{s}"]["tensor_bytes_per_rank"])
+            results[f"mem_ratio_zero{s}"] = worst / base
+            results[f"mem_ratio_zero{s}_vs_ds_1rank"] = worst / results["mem_ds_1rank"]["tensor_bytes_per_rank"][0]
     results["machine"]["load_avg_end"] = os.getloadavg()
     (out / "bench_train.json").write_text(json.dumps(results, indent=2))
     table(results, out)
@@ -223,7 +228,9 @@ def table(r: dict, out: Path) -> None:
         print(f"tensor GiB/rank: plain {r['mem_plain']['tensor_bytes_per_rank'][0] / gib:.2f}  "
               f"ZeRO-2 {[round(b / gib, 2) for b in r['mem_zero2']['tensor_bytes_per_rank']]}  "
               f"ZeRO-3 {[round(b / gib, 2) for b in r['mem_zero3']['tensor_bytes_per_rank']]}  "
-              f"ratios {r['mem_ratio_zero2']:.2f} / {r['mem_ratio_zero3']:.2f}")
+              f"DS 1 rank {r['mem_ds_1rank']['tensor_bytes_per_rank'][0] / gib:.2f}")
+        print(f"ZeRO-2 / ZeRO-3 per rank vs plain process: {r['mem_ratio_zero2']:.2f} / {r['mem_ratio_zero3']:.2f}; "
+              f"vs one DeepSpeed rank: {r['mem_ratio_zero2_vs_ds_1rank']:.2f} / {r['mem_ratio_zero3_vs_ds_1rank']:.2f}")
     try:
         import matplotlib
 
