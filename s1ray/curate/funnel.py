@@ -158,7 +158,7 @@ def plot_funnel(report: dict[str, Any], path: Path) -> None:
     for i, v in enumerate(values):
         ax.text(v, i, f" {v}", va="center")
     ax.set_xlabel("rows remaining")
-    ax.set_title("s1ray curation funnel (rule stages)")
+    ax.set_title("s1ray curation funnel")
     ax.set_xlim(0, max(values + [1]) * 1.15)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
