@@ -24,16 +24,17 @@ CKPT_EVERY = 3
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory, ray_local):
-    import os
-
-    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"  # V2 polls workers every 2 s by default
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # V2 polls workers every 2 s by default
     root = tmp_path_factory.mktemp("train")
     tok = load_tokenizer("tiny:tiny")
     model = build_tiny_model("tiny", len(tok), seed=0)
     model.save_pretrained(root / "tiny-model")
     tok.save_pretrained(root / "tiny-model")
     probe = tok.apply_chat_template([{"role": "user", "content": "What is 3 + 7?"}], add_generation_prompt=True)
-    return {"root": root, "model": str(root / "tiny-model"), "probe": list(probe["input_ids"] if hasattr(probe, "keys") else probe)}
+    yield {"root": root, "model": str(root / "tiny-model"),
+           "probe": list(probe["input_ids"] if hasattr(probe, "keys") else probe)}
+    mp.undo()
 
 
 def config(work, data_path, name, **kw) -> TrainConfig:
