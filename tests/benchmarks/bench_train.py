@@ -116,7 +116,7 @@ def plain_run(cfg, measure_memory: bool = False) -> dict:
             loss.backward()
             if measure_memory and step == 2 and k == len(micros) - 1:
                 mem = live_tensor_bytes()
-            total += float(loss)
+            total += float(loss.detach())
             tokens += sum(lengths[i] for i in mb)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         opt.step()
@@ -193,7 +193,7 @@ def main() -> int:
         results["speed_ratio_1w"] = results["ray_1w"]["tokens_per_s"] / base
         results["speed_ratio_2w"] = results["ray_2w"]["tokens_per_s"] / base
     if "memory" not in skip:
-        mem_data = make_records(out / "bench_mem.jsonl", 24)
+        mem_data = make_records(out / "bench_mem.jsonl", 12)
         cfg_m = {s: train_config(mem_data, out, args.model, 128, 4, 2, s) for s in (2, 3)}
         results["mem_plain"] = plain_run(train_config(mem_data, out, args.model, 128, 4, 1, 2), measure_memory=True)
         init_ray(RayConfig(num_cpus=2))
