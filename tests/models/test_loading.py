@@ -1,0 +1,35 @@
+"""Model loading: the packaged SmolLM2 conversion is cached, tiny models are deterministic, bad names are clear."""
+
+import pytest
+import torch
+
+from s1ray.models.loading import (ModelLoadError, build_tiny_model, load_model, load_tokenizer,
+                                  packaged_model_path, resolve_model_path)
+
+
+def test_packaged_model_is_converted_once_and_loads_with_plain_transformers():
+    first = packaged_model_path("smollm2-135m-instruct")
+    stamp = (first / "config.json").stat().st_mtime_ns
+    assert packaged_model_path("smollm2-135m-instruct") == first
+    assert (first / "config.json").stat().st_mtime_ns == stamp  # cached, not converted again
+    tok = load_tokenizer("packaged:smollm2-135m-instruct")
+    assert len(tok) == 49152 and tok.pad_token is not None
+    assert "<|im_start|>" in tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+
+
+def test_tiny_model_is_deterministic_for_a_seed():
+    a, b = build_tiny_model("tiny", vocab_size=100, seed=3), build_tiny_model("tiny", vocab_size=100, seed=3)
+    c = build_tiny_model("tiny", vocab_size=100, seed=4)
+    ids = torch.tensor([[1, 2, 3]])
+    assert torch.equal(a(ids).logits, b(ids).logits)
+    assert not torch.equal(a(ids).logits, c(ids).logits)
+    assert load_model("tiny:tiny", vocab_size=100).config.vocab_size == 100
+
+
+def test_unknown_names_fail_clearly(tmp_path):
+    with pytest.raises(ModelLoadError, match="unknown packaged model"):
+        resolve_model_path("packaged:nope")
+    with pytest.raises(ModelLoadError, match="unknown tiny model"):
+        build_tiny_model("huge", vocab_size=10)
+    with pytest.raises(ModelLoadError, match="offline"):
+        load_model("no-such-org/no-such-model")
