@@ -19,6 +19,7 @@ from s1ray.config import RayConfig, StrictModel, dump_config
 from s1ray.curate.config import CurateConfig
 from s1ray.curate.selection import SelectConfig
 from s1ray.evaluate.config import EvaluateConfig
+from s1ray.io.writers import write_jsonl
 from s1ray.train.config import TrainConfig
 
 Stage = Literal["curate", "select", "train", "evaluate"]
@@ -90,11 +91,7 @@ def write_packaged_data(items: list[PackagedData], out_dir: Path) -> dict[str, s
     paths = {}
     for item in items:
         path = out_dir / f"{item.name}.jsonl"
-        tmp = path.with_suffix(".jsonl.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for row in packaged_rows(item.source, item.options):
-                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-        tmp.replace(path)
+        write_jsonl(packaged_rows(item.source, item.options), path)
         paths[item.name] = str(path)
     return paths
 

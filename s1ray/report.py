@@ -69,7 +69,7 @@ def _eval_rows(summary: dict[str, Any]) -> list[tuple[str, str, int, float, floa
 
 def write_pipeline_report(cfg: Any, results: dict[str, Any], out: Path) -> dict[str, Any]:
     """Write ``report.md`` (+ ``training_curve.png``) and a short text summary for the terminal."""
-    lines = [f"# s1ray pipeline report", "", f"Output folder: `{out}`", ""]
+    lines = ["# s1ray pipeline report", "", f"Output folder: `{out}`", ""]
     summary_lines = ["", "s1ray pipeline finished", f"  output folder   {out}"]
     secs = results.get("seconds", {})
     lines += ["| stage | seconds |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in secs.items()] + [""]

@@ -22,9 +22,9 @@ import pyarrow as pa
 
 from s1ray.config import StrictModel
 from s1ray.curate.difficulty import DifficultyConfig, SolverAttempts, add_failures, difficulty_reason
-from s1ray.curate.domains import DomainsConfig, EmbeddingDomains, LLMDomains, refine_by_clusters
+from s1ray.curate.domains import DomainsConfig, EmbeddingDomains, LLMDomains
 from s1ray.curate.lengths import LengthsConfig, TraceLengths
-from s1ray.curate.traces import TeacherTraces, TracesConfig
+from s1ray.curate.traces import TeacherTraces, TracesConfig, is_null
 
 log = logging.getLogger(__name__)
 LIGHT_CPUS = 0.25  # cheap per-batch column arithmetic between the model stages
@@ -118,7 +118,7 @@ def column_type(name: str) -> pa.DataType | None:
 
 def _arrow_column(values: list[Any], name: str) -> pa.Array:
     typ = column_type(name)
-    clean = [None if (v is None or (pd.api.types.is_scalar(v) and pd.isna(v))) else v for v in values]
+    clean = [None if is_null(v) else v for v in values]
     if typ is None:
         return pa.array(clean, from_pandas=True)
     if pa.types.is_list(typ):

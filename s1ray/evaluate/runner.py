@@ -22,6 +22,7 @@ from s1ray.evaluate.budget_forcing import ForcedResult, budget_force, rejection_
 from s1ray.evaluate.config import EvaluateConfig
 from s1ray.evaluate.metrics import markdown_table, summarize
 from s1ray.grading import grade
+from s1ray.io.writers import write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +170,7 @@ def write_outputs(cfg: EvaluateConfig, samples: list[dict[str, Any]], summary: d
     out.mkdir(parents=True, exist_ok=True)
     paths = {"samples": out / "samples.jsonl", "summary_json": out / "summary.json",
              "summary_md": out / "summary.md", "plot": out / "scaling.png", "config": out / "config.yaml"}
-    with open(paths["samples"], "w", encoding="utf-8") as f:
-        for s in samples:
-            f.write(json.dumps(s, ensure_ascii=False, default=str) + "\n")
+    write_jsonl(samples, paths["samples"])
     full = {"metrics": summary, "benchmarks": stats, "n_samples": len(samples), "seconds": round(seconds, 1),
             "model": cfg.generation.model, "backend": cfg.generation.backend, "budgets": cfg.budgets,
             "methods": cfg.methods}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from s1ray.config import ConfigError
+from s1ray.io.writers import write_jsonl
 from s1ray.train.config import TrainConfig
 from s1ray.train.data import build_examples, build_rows, epoch_plan, non_padding_fraction
 
@@ -93,8 +94,7 @@ def build_trainer(cfg: TrainConfig, run_name: str | None = None, callbacks: list
     quarantine_file = None
     if info["quarantined"] and cfg.storage_is_local():
         quarantine_file = Path(storage) / name / "quarantine.jsonl"
-        quarantine_file.parent.mkdir(parents=True, exist_ok=True)
-        quarantine_file.write_text("".join(json.dumps(q, default=str) + "\n" for q in info["quarantined"]))
+        write_jsonl(info["quarantined"], quarantine_file)
         log.warning("%d training rows quarantined, see %s", len(info["quarantined"]), quarantine_file)
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
     loop_config = {"cfg": cfg.model_dump(mode="json"), "run_name": name, "tensorboard_dir": tb_dir,

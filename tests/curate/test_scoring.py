@@ -4,7 +4,7 @@ tokenizer, packaged MiniLM), CPU fitting of the pools, and the scoring section's
 import pandas as pd
 import pytest
 
-from s1ray.curate.scoring import ScoringConfig, fitted_cpus, score_dataset, scoring_outcome, stage_names
+from s1ray.curate.scoring import ScoringConfig, fitted_cpus, stage_names
 from s1ray.records import make_record, to_table
 
 
