@@ -111,3 +111,28 @@ def markdown_table(summary: dict[str, Any]) -> str:
             lines.append(f"| {bench} | {method} | {m['control']:.0%} | {'n/a' if sc is None else f'{sc:.2f}'} | "
                          f"{m['performance']:.1%} |")
     return "\n".join(lines) + "\n"
+
+
+def score_from_summary(summary: dict[str, Any], metric: str) -> float:
+    """One number from an evaluation summary ({benchmark: {method: {...}}}).
+
+    ``accuracy``: mean over benchmarks of the first method's accuracy at the largest budget;
+    ``performance``: mean over benchmarks of the first method's best accuracy over budgets (s1's
+    "performance"); anything else is a dotted path into the summary, e.g.
+    ``math500.budget_forcing.performance``.
+    """
+    if metric in ("accuracy", "performance"):
+        if not summary:
+            raise KeyError("evaluation summary is empty: no benchmark produced samples")
+        values = []
+        for bench, methods in summary.items():
+            m = next(iter(methods.values()))
+            values.append(m["budgets"][-1]["accuracy"] if metric == "accuracy" else m["performance"])
+        return float(sum(values) / len(values))
+    node: Any = summary
+    for part in metric.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(f"evaluation summary has no {metric!r} (stopped at {part!r}); keys: "
+                           f"{list(node) if isinstance(node, dict) else type(node).__name__}")
+        node = node[part]
+    return float(node)

@@ -55,11 +55,11 @@ def build_tasks(cfg: EvaluateConfig) -> tuple[list[dict[str, Any]], dict[str, An
 class EvaluateBatch:
     """Ray Data callable class: one generator per actor; runs and grades a batch of tasks."""
 
-    def __init__(self, cfg: EvaluateConfig):
+    def __init__(self, cfg: EvaluateConfig, generator: Any = None):
         from s1ray.models.generation import make_generator
 
         self.cfg = cfg
-        self.generator = make_generator(cfg.generation)
+        self.generator = generator if generator is not None else make_generator(cfg.generation)
 
     def prompt(self, task: dict[str, Any]) -> str:
         user = task["user"]

@@ -200,6 +200,20 @@ class HFGenerator(Generator):
         self.eos_ids = self._eos_ids()
         self._calls = 0
 
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, cfg: GenerationConfig) -> "HFGenerator":
+        """Wrap a model already in memory (e.g. the one being trained): nothing is loaded or moved.
+
+        The caller switches the model to eval mode and back; the tokenizer is set to left padding.
+        """
+        self = cls.__new__(cls)
+        self.cfg, self.tokenizer, self.model = cfg, tokenizer, model
+        self.tokenizer.padding_side = "left"
+        self.device = next(model.parameters()).device
+        self.eos_ids = self._eos_ids()
+        self._calls = 0
+        return self
+
     def _eos_ids(self) -> set[int]:
         ids = self.model.generation_config.eos_token_id
         ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
@@ -244,7 +258,7 @@ class HFGenerator(Generator):
             seqs = self.model.generate(
                 **enc, max_new_tokens=max(limits), stopping_criteria=StoppingCriteriaList([criteria]),
                 logits_processor=processors, pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=sorted(self.eos_ids), top_k=None, **kwargs)
+                eos_token_id=sorted(self.eos_ids), top_k=None, use_cache=True, **kwargs)
         results = []
         for r in range(len(prompts)):
             n = criteria.ended_at[r] if criteria.ended_at[r] is not None else min(limits[r], seqs.shape[1] - prompt_len)

@@ -77,13 +77,13 @@ class SweepConfig(StrictModel):
     space: SearchSpace = Field(default_factory=SearchSpace)
     search: SearchSection = Field(default_factory=SearchSection)
     selection: SelectionParams = Field(default_factory=SelectionParams)
-    # Training is split into `stages` equal parts (epochs / stages each); after each part the model
-    # is evaluated and the score reported, so ASHA can stop weak trials early. A later stage
-    # continues from the previous stage's weights (the lr schedule restarts per stage).
+    # A trial's training (one Train run, one lr schedule) is split into `stages` equal parts by
+    # optimizer steps; after each part the model is evaluated on the training workers and the score
+    # reported, so ASHA can stop weak trials early.
     stages: int = Field(1, ge=1)
     intermediate_limit: int | None = Field(None, ge=1)  # questions per benchmark in non-final evaluations
     asha: ASHASection = Field(default_factory=ASHASection)
-    metric: str = "accuracy"  # key of the evaluation summary to optimise (see driver.extract_score)
+    metric: str = "accuracy"  # what to optimise (see s1ray.evaluate.metrics.score_from_summary)
     metric_mode: Literal["max", "min"] = "max"
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
     train: TrainConfig
@@ -92,8 +92,8 @@ class SweepConfig(StrictModel):
     resume: bool = True  # an existing sweep of the same name is restored (finished trials kept)
     max_failures: int = Field(1, ge=0)  # retries per trial (Tune FailureConfig)
     max_concurrent_trials: int | None = Field(None, ge=1)  # None: as many as the cluster's CPUs fit
-    keep_models: bool = False  # keep each trial's final model folder (they add up: ~0.5 GB per 135M model)
-    keep_train_checkpoints: bool = False  # keep Ray Train/DeepSpeed checkpoints of finished stages
+    keep_models: bool = False  # export each trial's final model to trials/<id>/model (~0.5 GB per 135M model)
+    keep_train_checkpoints: bool = False  # keep each trial's Ray Train run folder (checkpoints, TensorBoard)
     forbid_scoring_modules: bool = True  # trials refuse to import the curation model stages
     ray: RayConfig = Field(default_factory=RayConfig)
 
@@ -105,6 +105,8 @@ class SweepConfig(StrictModel):
             data = dict(data)
             train = dict(data.get("train") or {})
             train.setdefault("data", dict(_TRIAL_DATA))
+            # Trials evaluate on their Train workers, which needs whole weights per rank (not ZeRO-3).
+            train["deepspeed"] = {"zero_stage": 2, **dict(train.get("deepspeed") or {})}
             data["train"] = train
             ev = dict(data.get("evaluate") or {})
             gen = dict(ev.get("generation") or {})
@@ -114,11 +116,14 @@ class SweepConfig(StrictModel):
         return data
 
     @model_validator(mode="after")
-    def _stages_divide_epochs(self) -> "SweepConfig":
-        for e in self.space.epochs or [self.train.epochs]:
-            if e % self.stages:
-                raise ValueError(f"epochs {e} is not a multiple of stages {self.stages}: each stage trains "
-                                 "epochs / stages epochs")
+    def _trial_can_run(self) -> "SweepConfig":
+        # Trials evaluate on their Train workers with the weights each rank holds.
+        if self.train.deepspeed.zero_stage == 3:
+            raise ValueError("sweep trials evaluate the model on its training workers, which needs the full "
+                             "weights on every rank: set train.deepspeed.zero_stage to 2 or lower")
+        if self.evaluate.generation.backend != "hf":
+            raise ValueError("sweep trials evaluate the model being trained with the hf backend; got "
+                             f"evaluate.generation.backend={self.evaluate.generation.backend!r}")
         if self.asha.enabled and self.stages < 2:
             raise ValueError("asha.enabled needs stages >= 2 (an intermediate evaluation to stop on)")
         if self.asha.enabled and self.asha.grace_period >= self.stages:
@@ -146,11 +151,9 @@ def trial_grid(cfg: SweepConfig) -> list[dict[str, Any]]:
 
 
 def trial_resources(cfg: SweepConfig) -> dict[str, float]:
-    """CPUs/GPUs one trial holds at its peak: its Train workers, or its evaluation actors."""
-    t, gen = cfg.train, cfg.evaluate.generation
-    actors = max(1, gen.concurrency)
-    return {"CPU": max(t.num_workers * t.cpus_per_worker, gen.num_cpus * actors),
-            "GPU": max(t.num_workers if t.use_gpu else 0.0, gen.num_gpus * actors)}
+    """CPUs/GPUs one trial holds: its Train workers (which also run its evaluations)."""
+    t = cfg.train
+    return {"CPU": t.num_workers * t.cpus_per_worker, "GPU": float(t.num_workers) if t.use_gpu else 0.0}
 
 
 def trial_cpus(cfg: SweepConfig) -> float:

@@ -2,14 +2,16 @@
 
 The pool is read once by the sweep driver and shipped to trials through the object store;
 selection is pure, so a trial never loads a scoring model (a guard refuses the imports).
-Each trial is a function trainable that builds and fits a ``TorchTrainer`` with
-``TuneReportCallback`` (``Tuner(TorchTrainer)`` does not work in Train V2), its Train runs
+Each trial is a function trainable that builds and fits one ``TorchTrainer`` with
+``TuneReportCallback`` (``Tuner(TorchTrainer)`` does not work in Train V2), the Train run
 named after the trial id. The trial driver holds no CPU, and ``max_concurrent_trials`` is
 worked out from the cluster so that every running trial's workers fit at once.
 
-After every training stage the trial evaluates and reports ``score`` with a small
-checkpoint (stage done, model folder), so a retried or restored trial continues from the
-last finished stage, and a finished trial is never redone.
+A trial starts one Train run, not one per stage: Train start-up (worker group, model,
+DeepSpeed) is most of a small trial's overhead. The run evaluates the model on its own
+workers after each of ``stages`` equal parts of training and reports ``score`` and
+``stage``; ASHA stops weak trials on those reports. A retried or restored trial resumes its
+Train run by name from the run's last checkpoint, and a finished trial is never redone.
 """
 
 from __future__ import annotations
@@ -67,41 +69,12 @@ def scoring_modules_loaded() -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------
-# Score from an evaluation summary
-# ---------------------------------------------------------------------------------------
-
-def extract_score(summary: dict[str, Any], metric: str) -> float:
-    """The sweep metric from ``run_evaluate``'s summary ({benchmark: {method: {...}}}).
-
-    ``accuracy``: mean over benchmarks of the first method's accuracy at the largest budget;
-    ``performance``: mean over benchmarks of the first method's best accuracy over budgets (s1's
-    "performance"); anything else is a dotted path into the summary, e.g.
-    ``math500.budget_forcing.performance``.
-    """
-    if metric in ("accuracy", "performance"):
-        if not summary:
-            raise KeyError("evaluation summary is empty: no benchmark produced samples")
-        values = []
-        for bench, methods in summary.items():
-            m = next(iter(methods.values()))
-            values.append(m["budgets"][-1]["accuracy"] if metric == "accuracy" else m["performance"])
-        return float(sum(values) / len(values))
-    node: Any = summary
-    for part in metric.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise KeyError(f"evaluation summary has no {metric!r} (stopped at {part!r}); keys: "
-                           f"{list(node) if isinstance(node, dict) else type(node).__name__}")
-        node = node[part]
-    return float(node)
-
-
-# ---------------------------------------------------------------------------------------
 # One trial
 # ---------------------------------------------------------------------------------------
 
 def _state(checkpoint) -> dict[str, Any]:
     if checkpoint is None:
-        return {"stage": 0}
+        return {"finished": False}
     with checkpoint.as_directory() as d:
         return json.loads((Path(d) / "trial_state.json").read_text())
 
@@ -114,66 +87,41 @@ def _report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 
-def _train_stage(cfg: SweepConfig, trial: dict[str, Any], data_path: str, model: str, run_name: str,
-                 out_dir: Path, epochs: int) -> tuple[str, float, float, float]:
-    """Fit one stage on Ray Train (metrics forwarded to Tune); return (model dir, fit s, export s, loop s)."""
+def trial_train_config(cfg: SweepConfig, trial: dict[str, Any], data_path: str, trial_id: str, work: Path):
+    """The trial's ``s1ray train`` config: the base train section + its subset and searched values."""
+    base = cfg.train.model_dump()
+    base.update(
+        data={**base["data"], "path": data_path, "preset": "s1k", "name": trial_id},
+        epochs=int(trial.get("epochs") or cfg.train.epochs), seed=trial["seed"], run_name=trial_id,
+        storage_path=str(sweep_dir(cfg) / "train"), output_dir=str(work / "model"),
+        lr=trial.get("lr", base["lr"]), max_failures=0,  # Tune retries the trial; no nested retries
+    )
+    return type(cfg.train).model_validate(base)
+
+
+def trial_evaluation(cfg: SweepConfig, work: Path):
+    """Scores after each of ``stages`` equal parts of the trial's training, on its Train workers."""
+    from s1ray.evaluate.in_training import InTrainingEval
+
+    ev = cfg.evaluate.model_dump()
+    ev["generation"]["model"] = f"{cfg.train.model} (trained in this trial)"
+    return InTrainingEval(cfg=type(cfg.evaluate).model_validate(ev), evaluations=cfg.stages,
+                          limit_before_last=cfg.intermediate_limit, metric=cfg.metric, output_dir=str(work / "eval"))
+
+
+def run_trial(config: dict[str, Any], pool_refs: list, sweep: dict[str, Any]) -> None:
+    """Tune function trainable: select -> one Ray Train run that trains and evaluates -> report.
+
+    ``pool_refs`` = [ObjectRef of the pool DataFrame] (fetched here, timed). The Train run reports
+    the score after every stage (forwarded to Tune by ``TuneReportCallback``, where ASHA sees it);
+    the trial then reports the final score with where its time went.
+    """
+    import ray
+    from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from s1ray.train.export import copy_export
     from s1ray.train.trainer import build_trainer
-
-    base = cfg.train.model_dump()
-    base.update(
-        data={**base["data"], "path": data_path, "preset": "s1k", "name": run_name},
-        model=model, epochs=epochs, seed=trial["seed"], run_name=run_name,
-        storage_path=str(sweep_dir(cfg) / "train"), output_dir=str(out_dir),
-        lr=trial.get("lr", base["lr"]), max_failures=0,  # Tune retries the trial; no nested retries
-    )
-    train_cfg = type(cfg.train).model_validate(base)
-    t0 = time.perf_counter()
-    result = build_trainer(train_cfg, run_name=run_name, callbacks=[TuneReportCallback()]).fit()
-    t1 = time.perf_counter()
-    if result.error:
-        raise RuntimeError(f"training stage {run_name} failed: {result.error}")
-    with result.checkpoint.as_directory() as d:
-        copy_export(d, out_dir)
-    if not cfg.keep_train_checkpoints:
-        shutil.rmtree(Path(train_cfg.resolved_storage_path()) / run_name, ignore_errors=True)
-    return str(out_dir), t1 - t0, time.perf_counter() - t1, _loop_seconds(result.metrics or {}, epochs)
-
-
-def _loop_seconds(metrics: dict[str, Any], epochs: int) -> float:
-    """Seconds the training steps took: tokens / tokens_per_s of the loop's metrics window.
-
-    Exact when one window spans the run (metrics_every_steps >= total steps), else an estimate
-    from the last window's rate. The rest of a fit is start-up (workers, data, model, DeepSpeed)
-    and the final export.
-    """
-    rate, tokens = metrics.get("tokens_per_s"), metrics.get("data/n_tokens")
-    if not rate or not tokens:
-        return math.nan
-    return float(tokens) * epochs / float(rate)
-
-
-def _evaluate(cfg: SweepConfig, model_dir: str, out_dir: Path, final: bool) -> tuple[float, dict[str, Any], float]:
-    from s1ray.evaluate.runner import run_evaluate
-
-    ev = cfg.evaluate.model_dump()
-    ev["generation"]["model"] = model_dir
-    ev["output_dir"] = str(out_dir)
-    ev["progress"] = False
-    if not final and cfg.intermediate_limit:
-        for b in ev["benchmarks"]:
-            b["limit"] = min(b["limit"] or cfg.intermediate_limit, cfg.intermediate_limit)
-    t0 = time.perf_counter()
-    out = run_evaluate(type(cfg.evaluate).model_validate(ev))
-    return extract_score(out["summary"], cfg.metric), out["summary"], time.perf_counter() - t0
-
-
-def run_trial(config: dict[str, Any], pool_refs: list, sweep: dict[str, Any]) -> None:
-    """Tune function trainable. ``pool_refs`` = [ObjectRef of the pool DataFrame] (fetched here, timed)."""
-    import ray
-    from ray import tune
 
     t_start, t_entry = time.perf_counter(), time.time()
     cfg = SweepConfig.model_validate(sweep)
@@ -184,53 +132,59 @@ def run_trial(config: dict[str, Any], pool_refs: list, sweep: dict[str, Any]) ->
     work = sweep_dir(cfg) / "trials" / trial_id
     work.mkdir(parents=True, exist_ok=True)
     state = _state(tune.get_checkpoint())
-    timings: dict[str, float] = dict(state.get("timings", {}))  # summed over attempts of this trial
-    trial_s_before = timings.get("trial_s", 0.0)
-    base = {"criterion": trial["criterion"], "size": str(trial["size"]), "seed": trial["seed"]}
-
-    if state["stage"] >= cfg.stages:  # finished before an interruption: report again, redo nothing
+    if state["finished"]:  # finished before an interruption: report again, redo nothing
         _report({**state["metrics"], "resumed_finished": True}, state)
         return
 
     with open(work / "attempts.jsonl", "a") as f:  # an audit trail of retries and resumes
-        f.write(json.dumps({"time": time.time(), "from_stage": state["stage"], "pid": os.getpid()}) + "\n")
+        f.write(json.dumps({"time": time.time(), "pid": os.getpid()}) + "\n")
     t0 = time.perf_counter()
     pool: pd.DataFrame = ray.get(pool_refs[0])
-    timings["ship_s"] = timings.get("ship_s", 0.0) + time.perf_counter() - t0
+    ship_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     size = None if trial["size"] == FULL else int(trial["size"])
     subset = select_subset(pool, trial["criterion"], size, trial["seed"], cfg.selection)
     data_path = write_subset(to_s1k(subset), work, ["parquet"])["parquet"]
-    timings["select_s"] = timings.get("select_s", 0.0) + time.perf_counter() - t0
+    select_s = time.perf_counter() - t0
     n_rows = len(subset)
     del pool, subset
 
-    epochs = int(trial.get("epochs") or cfg.train.epochs)
-    per_stage = epochs // cfg.stages
-    model = state.get("model_dir") or cfg.train.model
-    for stage in range(state["stage"], cfg.stages):
-        final = stage == cfg.stages - 1
-        run_name = f"{trial_id}-stage{stage + 1}"
-        model_dir, fit_s, export_s, loop_s = _train_stage(cfg, trial, data_path, model, run_name,
-                                                          work / f"model_stage{stage + 1}", per_stage)
-        score, summary, eval_s = _evaluate(cfg, model_dir, work / f"eval_stage{stage + 1}", final)
-        if stage > 0 and model != cfg.train.model and not cfg.keep_models:
-            shutil.rmtree(model, ignore_errors=True)  # the previous stage's weights are superseded
-        model = model_dir
-        for key, value in (("train_fit_s", fit_s), ("train_loop_s", loop_s), ("export_s", export_s),
-                           ("eval_s", eval_s)):
-            timings[key] = timings.get(key, 0.0) + value
-        timings["trial_s"] = trial_s_before + time.perf_counter() - t_start
-        metrics = {"score": score, "stage": stage + 1, "final": final, "n_rows": n_rows, **base,
-                   "epochs_done": per_stage * (stage + 1), **{f"t_{k}": v for k, v in timings.items()},
-                   "t_entry_unix": t_entry, "t_end_unix": time.time(),
-                   "scoring_modules_loaded": json.dumps(scoring_modules_loaded()),
-                   "eval_summary": json.dumps(summary, default=str)[:4000]}
-        state = {"stage": stage + 1, "model_dir": model_dir, "metrics": metrics, "timings": timings}
-        (work / "trial_state.json").write_text(json.dumps(state, indent=2))
-        _report(metrics, state)
-    if not cfg.keep_models:
-        shutil.rmtree(model, ignore_errors=True)
+    base = {"criterion": trial["criterion"], "size": str(trial["size"]), "seed": trial["seed"], "n_rows": n_rows}
+    # Added to every report of the Train run, so a trial ASHA stops mid-run still says when it began.
+    echo = {**base, "t_entry_unix": t_entry, "t_select_s": select_s, "t_ship_s": ship_s}
+    train_cfg = trial_train_config(cfg, trial, data_path, trial_id, work)
+    t_fit = time.time()
+    result = build_trainer(train_cfg, run_name=trial_id, callbacks=[TuneReportCallback()],
+                           extra_loop_config={"report_also": echo}, evaluation=trial_evaluation(cfg, work),
+                           export=cfg.keep_models).fit()
+    t_fit_end = time.time()
+    if result.error:
+        raise RuntimeError(f"training run {trial_id} failed: {result.error}")
+    m = dict(result.metrics or {})
+    if "score" not in m:
+        raise RuntimeError(f"training run {trial_id} finished without a final evaluation (metrics: {sorted(m)})")
+    t0 = time.perf_counter()
+    if cfg.keep_models:
+        with result.checkpoint.as_directory() as d:
+            copy_export(d, work / "model")
+    export_s = time.perf_counter() - t0
+    timings = {
+        "select_s": select_s, "ship_s": ship_s, "fit_s": t_fit_end - t_fit,
+        # Worker group, data, model and DeepSpeed: fit start -> the first optimizer step.
+        "train_startup_s": m["time/entry_unix"] - t_fit + m["time/ready_s"],
+        "steps_s": m["time/steps_s"], "eval_s": m["time/eval_s"], "checkpoint_s": m["time/checkpoint_s"],
+        "finish_s": t_fit_end - m["time/report_unix"],  # final report -> fit returns (upload, shutdown)
+        "export_s": export_s, "trial_s": time.perf_counter() - t_start,
+    }
+    metrics = {**echo, "score": float(m["score"]), "stage": int(m["stage"]), "final": True,
+               "epochs_done": train_cfg.epochs, "eval_dir": m.get("eval/dir"),
+               **{f"t_{k}": v for k, v in timings.items()}, "t_end_unix": time.time(),
+               "scoring_modules_loaded": json.dumps(scoring_modules_loaded())}
+    state = {"finished": True, "metrics": metrics}
+    (work / "trial_state.json").write_text(json.dumps(state, indent=2))
+    _report(metrics, state)
+    if not cfg.keep_train_checkpoints:
+        shutil.rmtree(Path(train_cfg.resolved_storage_path()) / trial_id, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -257,8 +211,11 @@ def make_scheduler(cfg: SweepConfig):
 
     if not cfg.asha.enabled:
         return FIFOScheduler()
+    # stop_last_trials=False: a trial reaching the last stage finishes on its own (its final
+    # report and clean-up come after the Train run's last evaluation).
     return ASHAScheduler(time_attr="stage", metric="score", mode=cfg.metric_mode, max_t=cfg.stages,
-                         grace_period=cfg.asha.grace_period, reduction_factor=cfg.asha.reduction_factor)
+                         grace_period=cfg.asha.grace_period, reduction_factor=cfg.asha.reduction_factor,
+                         stop_last_trials=False)
 
 
 def build_tuner(cfg: SweepConfig, pool: pd.DataFrame, n_concurrent: int):
@@ -325,6 +282,11 @@ def trial_table(grid, cfg: SweepConfig, pool_size: int) -> pd.DataFrame:
             "scoring_modules_loaded": last.get("scoring_modules_loaded"),  # JSON list, "[]" when clean
             **{k: last.get(k) for k in sorted(last) if str(k).startswith("t_")},
         })
+        if status == STOPPED and last.get("time/report_unix") and last.get("t_entry_unix"):
+            # Stopped by ASHA after a Train report: the trial ran from its start to that report.
+            rows[-1].update(t_trial_s=last["time/report_unix"] - last["t_entry_unix"],
+                            t_end_unix=last["time/report_unix"], t_steps_s=last.get("time/steps_s"),
+                            t_eval_s=last.get("time/eval_s"))
     table = pd.DataFrame(rows)
     table["n_rows"] = table["n_rows"].astype("Int64")
     return table
@@ -354,9 +316,8 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
     tuner, restored = build_tuner(cfg, pool, n_concurrent)
     grid = tuner.fit()
     wall = time.perf_counter() - t0
-    if not cfg.keep_models:  # trials stopped by ASHA end at their report and leave their weights behind
-        for folder in out.glob("trials/*/model_stage*"):
-            shutil.rmtree(folder, ignore_errors=True)
+    if not cfg.keep_train_checkpoints:  # trials stopped by ASHA leave their Train run folder behind
+        shutil.rmtree(out / "train", ignore_errors=True)
     table = trial_table(grid, cfg, len(pool))
     table.to_csv(out / "trials.csv", index=False)
     summary: dict[str, Any] = {

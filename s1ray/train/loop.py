@@ -167,8 +167,11 @@ def _maybe_fail(extra: dict, step: int, rank: int) -> None:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
+    t_entry = time.time()
     cfg = TrainConfig.model_validate(config["cfg"])
     extra: dict[str, Any] = config.get("extra") or {}
+    evaluation = config.get("evaluation")  # an s1ray.evaluate.in_training.InTrainingEval, or None
+    export = config.get("export", True)  # False: the final checkpoint holds metrics only (no weights)
     data_info: dict[str, Any] = config["data"]
     if not cfg.use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -220,7 +223,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         checkpoint = Checkpoint(extra["resume_from"])
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            if (Path(d) / "hf_model" / "config.json").exists():  # the run already finished
+            if (Path(d) / "train_summary.json").exists():  # the run already finished
                 finished = json.loads((Path(d) / "train_summary.json").read_text())
             else:
                 _, client = engine.load_checkpoint(d, tag=CKPT_TAG)
@@ -244,6 +247,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         bar = tqdm(total=total_steps, initial=start_step, desc=f"train {config['run_name']}", file=sys.stdout,
                    mininterval=5.0, dynamic_ncols=True)
 
+    eval_steps: set[int] = set()
+    tokenizer = None
+    if evaluation is not None:
+        if cfg.deepspeed.zero_stage == 3:
+            raise ValueError("in-training evaluation needs the full weights on every rank: use "
+                             "deepspeed.zero_stage <= 2 (stage 3 partitions them)")
+        from s1ray.models.loading import load_tokenizer
+
+        eval_steps = set(evaluation.steps(total_steps))
+        tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    # Where a worker's time goes (reported with every result): ready = entry to the first step
+    # (data, model, DeepSpeed), steps = optimizer steps, eval = in-training evaluation.
+    timing = {"time/entry_unix": t_entry, "time/ready_s": time.time() - t_entry, "time/steps_s": 0.0,
+              "time/eval_s": 0.0, "time/checkpoint_s": 0.0}
     pad_id = data_info["pad_id"]
     plans: dict[int, list] = {}
     window: dict[str, float] = {"loss": 0.0, "tokens": 0.0, "steps": 0.0}
@@ -251,6 +268,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     metrics: dict[str, Any] = {}
     engine.train()
     for step in range(start_step, total_steps):
+        t_step = time.perf_counter()
         epoch, index = divmod(step, spe)
         if epoch not in plans:
             plans = {epoch: epoch_plan(lengths, cfg.batching, cfg.micro_batch_size, micro_per_step, epoch,
@@ -282,6 +300,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         step_loss, step_tokens = float(stats[0]), float(stats[1])
         grad_norm = engine.get_global_grad_norm()
         done = step + 1
+        timing["time/steps_s"] += time.perf_counter() - t_step
         window["loss"] += step_loss
         window["tokens"] += step_tokens
         window["steps"] += 1
@@ -301,7 +320,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         last = done == total_steps
         want_ckpt = done % cfg.checkpoint_every_steps == 0 and not last
-        if done % cfg.metrics_every_steps == 0 or want_ckpt or last:
+        if done % cfg.metrics_every_steps == 0 or want_ckpt or last or done in eval_steps:
             elapsed = time.perf_counter() - window_start
             metrics.update({"step": done, "epoch": epoch + (index + 1) / spe, "loss": window["loss"] / window["steps"],
                             "lr": lr, "grad_norm": float(grad_norm or 0.0), "tokens_per_s": window["tokens"] / elapsed,
@@ -309,9 +328,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if sinks:
                 sinks.log({"tokens_per_s": metrics["tokens_per_s"]}, done)
             window = {"loss": 0.0, "tokens": 0.0, "steps": 0.0}
+            if done in eval_steps:
+                t_eval = time.perf_counter()
+                metrics.update(evaluation.run(engine.module, tokenizer, done, total_steps, rank, world))
+                timing["time/eval_s"] += time.perf_counter() - t_eval
+            metrics.update(timing, **extra.get("report_also", {}), **{"time/report_unix": time.time()})
             if last:
-                _finish(engine, cfg, config, metrics, rank, dtype, consolidated_state_dict, save_hf_folder)
+                _finish(engine, cfg, config, metrics, rank, dtype, consolidated_state_dict, save_hf_folder, export)
             elif want_ckpt:
+                t_ckpt = time.perf_counter()
                 tmp = tempfile.mkdtemp(prefix="s1ray-ckpt-")
                 engine.save_checkpoint(tmp, tag=CKPT_TAG, client_state={
                     "global_step": done, "epoch": epoch, "step_in_epoch": index + 1,
@@ -319,6 +344,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 ray.train.report(dict(metrics), checkpoint=Checkpoint.from_directory(tmp),
                                  checkpoint_dir_name=f"checkpoint_{done:07d}")
                 shutil.rmtree(tmp, ignore_errors=True)
+                timing["time/checkpoint_s"] += time.perf_counter() - t_ckpt
             else:
                 ray.train.report(dict(metrics))
             window_start = time.perf_counter()
@@ -330,8 +356,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         trace.close()
 
 
-def _finish(engine, cfg, config, metrics, rank, dtype, consolidated_state_dict, save_hf_folder) -> None:
-    """Gather the weights, write the HF folder on rank 0 and report it as the final checkpoint."""
+def _finish(engine, cfg, config, metrics, rank, dtype, consolidated_state_dict, save_hf_folder, export) -> None:
+    """Gather the weights, write the HF folder on rank 0 and report it as the final checkpoint.
+
+    Without ``export`` (a sweep trial that keeps no model) the final checkpoint holds only the
+    summary, so a restarted run still sees that it finished.
+    """
     import ray.train
     from ray.train import Checkpoint
 
@@ -339,8 +369,17 @@ def _finish(engine, cfg, config, metrics, rank, dtype, consolidated_state_dict, 
 
     import torch
 
-    state = consolidated_state_dict(engine)  # collective under ZeRO-3
     final = dict(metrics, finished=True)
+    if not export:
+        if rank != 0:
+            ray.train.report(final)
+            return
+        tmp = tempfile.mkdtemp(prefix="s1ray-final-")
+        (Path(tmp) / "train_summary.json").write_text(json.dumps(final, indent=2))
+        ray.train.report(final, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=f"final_{metrics['step']:07d}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    state = consolidated_state_dict(engine)  # collective under ZeRO-3
     probe = None
     if config["extra"].get("probe_input_ids"):  # logits of the trained model, to check the export against
         with torch.no_grad():

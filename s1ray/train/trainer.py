@@ -75,8 +75,12 @@ def _check_storage(cfg: TrainConfig) -> None:
 
 
 def build_trainer(cfg: TrainConfig, run_name: str | None = None, callbacks: list | None = None,
-                  extra_loop_config: dict | None = None):
-    """A ready-to-fit TorchTrainer; the same run name in the same storage resumes."""
+                  extra_loop_config: dict | None = None, evaluation: Any = None, export: bool = True):
+    """A ready-to-fit TorchTrainer; the same run name in the same storage resumes.
+
+    ``evaluation`` (an :class:`s1ray.evaluate.in_training.InTrainingEval`) scores the model on
+    the training workers during the run; ``export=False`` skips writing the final weights.
+    """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -100,7 +104,7 @@ def build_trainer(cfg: TrainConfig, run_name: str | None = None, callbacks: list
     loop_config = {"cfg": cfg.model_dump(mode="json"), "run_name": name, "tensorboard_dir": tb_dir,
                    "quarantine_file": str(quarantine_file) if quarantine_file else None,
                    "data": {k: info[k] for k in ("fingerprint", "pad_id", "vocab_size", "stats")},
-                   "extra": dict(extra_loop_config or {})}
+                   "extra": dict(extra_loop_config or {}), "evaluation": evaluation, "export": export}
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -121,9 +125,9 @@ def _dataset(rows):
     return ray.data.from_arrow(rows)
 
 
-def run_train(cfg: TrainConfig, extra_loop_config: dict | None = None) -> dict[str, Any]:
+def run_train(cfg: TrainConfig, extra_loop_config: dict | None = None, evaluation: Any = None) -> dict[str, Any]:
     """Fit, copy the exported model to output_dir, return where it is and the final metrics."""
-    trainer = build_trainer(cfg, extra_loop_config=extra_loop_config)
+    trainer = build_trainer(cfg, extra_loop_config=extra_loop_config, evaluation=evaluation)
     result = trainer.fit()
     if result.error:
         raise result.error

@@ -2,9 +2,11 @@
 
 1. Per-trial overhead outside training and evaluation, as a fraction of trial time:
    selection + data shipping (pool from the object store) + Tune start-up (gap between one
-   trial ending and the next starting; trials run one at a time here) + Train start-up (a
-   fit's wall time minus its training steps: worker group, data prep, model load, DeepSpeed
-   init, weight gathering and export) + copying the export.
+   trial ending and the next starting; trials run one at a time here) + Train start-up (fit
+   start to the first optimizer step: worker group, data, model load, DeepSpeed init) +
+   checkpoints + finish (last report to the end of the fit: upload, shut-down) + export.
+   Training = the optimizer steps; evaluation = the in-training evaluations. Trials of two
+   sizes (16 and 48 rows) show how the fixed overhead's share falls with trial length.
 2. The trial time ASHA saves against the full grid on the same space (2 training stages with
    an intermediate evaluation after the first; learning rates include one too high, so some
    trials are visibly worse after stage 1), and whether both find the same best trial.
@@ -32,18 +34,20 @@ import demo_sweep  # noqa: E402  (pool, evaluation set, environment)
 
 import pandas as pd  # noqa: E402
 
-OVERHEAD_PARTS = ["select_s", "ship_s", "tune_startup_s", "train_startup_s", "export_s"]
+from s1ray.sweep.analysis import STOPPED  # noqa: E402
+
+OVERHEAD_PARTS = ["select_s", "ship_s", "tune_startup_s", "train_startup_s", "checkpoint_s", "finish_s", "export_s"]
 
 
 def space(quick: bool) -> dict:
-    return {"sizes": [16], "criteria": ["s1", "random"], "seeds": [0], "lr": [1e-4, 3e-3]}
+    return {"sizes": [16] if quick else [16, 48], "criteria": ["s1", "random"], "seeds": [0], "lr": [1e-4, 3e-3]}
 
 
 def config(out: Path, pool: Path, ev: Path, name: str, asha: bool, quick: bool) -> dict:
     cfg = demo_sweep.sweep_config(out, pool, ev, name, quick)
     cfg.update(space=space(quick), stages=2, asha={"enabled": asha, "grace_period": 1, "reduction_factor": 2},
                resume=False, max_concurrent_trials=1, intermediate_limit=None)
-    cfg["train"].update(epochs=2, num_workers=1, global_batch_size=4)  # 2 workers of 135M: ~7 GB, OOM-killed on a shared box
+    cfg["train"].update(epochs=2, num_workers=1, cpus_per_worker=2, global_batch_size=4)
     cfg["evaluate"]["budgets"] = [32]
     return cfg
 
@@ -53,12 +57,13 @@ def per_trial(table: pd.DataFrame, fit_start: float) -> pd.DataFrame:
     t = table[table["status"] != "failed"].sort_values("t_entry_unix").copy()
     prev_end = [fit_start] + list(t["t_end_unix"].iloc[:-1])
     t["tune_startup_s"] = t["t_entry_unix"].to_numpy() - pd.Series(prev_end).to_numpy()
-    t["train_startup_s"] = t["t_train_fit_s"] - t["t_train_loop_s"]
-    t["select_s"], t["ship_s"], t["export_s"] = t["t_select_s"], t["t_ship_s"], t["t_export_s"]
-    t["train_s"], t["eval_s"] = t["t_train_loop_s"], t["t_eval_s"]
+    for part in ("select_s", "ship_s", "train_startup_s", "checkpoint_s", "finish_s", "export_s"):
+        t[part] = t.get(f"t_{part}", pd.Series(0.0, index=t.index)).fillna(0.0)
+    t["train_s"], t["eval_s"] = t["t_steps_s"], t["t_eval_s"]
     t["trial_s"] = t["t_trial_s"] + t["tune_startup_s"]
     t["overhead_s"] = t[OVERHEAD_PARTS].sum(axis=1)
     t["overhead_frac"] = t["overhead_s"] / t["trial_s"]
+    t["unaccounted_s"] = t["trial_s"] - t["overhead_s"] - t["train_s"] - t["eval_s"]
     return t
 
 
@@ -101,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="/tmp/bench_sweep")
     p.add_argument("--eval-questions", type=int, default=12)
+    p.add_argument("--quick", action="store_true", help="one subset size (4 trials per sweep): a smoke run")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -110,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     ev = demo_sweep.build_eval(out / "eval.jsonl", args.eval_questions, pool)
     load_before = os.getloadavg()
 
-    g_sum, g_tab = run(out, "bench_grid", False, pool_path, ev, False)
-    a_sum, a_tab = run(out, "bench_asha", True, pool_path, ev, False)
+    g_sum, g_tab = run(out, "bench_grid", False, pool_path, ev, args.quick)
+    a_sum, a_tab = run(out, "bench_asha", True, pool_path, ev, args.quick)
     grid = per_trial(g_tab, g_sum["fit_start_unix"])
     asha = per_trial(a_tab, a_sum["fit_start_unix"])
 
@@ -125,20 +131,26 @@ def main(argv: list[str] | None = None) -> int:
         "grid": {"trials": len(grid), "wall_s": g_sum["wall_s"], "trial_s_sum": float(grid["trial_s"].sum()),
                  "stages_trained": int(grid["stage"].sum()), "best": best(grid)},
         "asha": {"trials": len(asha), "wall_s": a_sum["wall_s"], "trial_s_sum": float(asha["trial_s"].sum()),
-                 "stages_trained": int(asha["stage"].sum()), "stopped_early": int((asha["status"] == "stopped_early").sum()),
+                 "stages_trained": int(asha["stage"].sum()), "stopped_early": int((asha["status"] == STOPPED).sum()),
                  "best": best(asha)},
         "overhead": {
             "per_trial_mean_s": {k: float(grid[k].mean()) for k in OVERHEAD_PARTS + ["train_s", "eval_s", "trial_s"]},
             "fraction_mean": float(grid["overhead_frac"].mean()),
             "fraction_max": float(grid["overhead_frac"].max()),
             "fraction_without_train_startup": float(((grid["overhead_s"] - grid["train_startup_s"]) / grid["trial_s"]).mean()),
+            "by_size": {str(size): {"trial_s_mean": float(g["trial_s"].mean()), "overhead_s_mean": float(g["overhead_s"].mean()),
+                                    "fraction_mean": float(g["overhead_frac"].mean()),
+                                    "fraction_max": float(g["overhead_frac"].max())}
+                        for size, g in grid.groupby("size")},
+            "fraction_trials_over_60s": float(grid.loc[grid["trial_s"] >= 60, "overhead_frac"].mean()),
+            "unaccounted_s_mean": float(grid["unaccounted_s"].mean()),
         },
     }
     res["asha"]["trial_time_saved_frac"] = 1 - res["asha"]["trial_s_sum"] / res["grid"]["trial_s_sum"]
     res["asha"]["wall_saved_frac"] = 1 - a_sum["wall_s"] / g_sum["wall_s"]
     res["asha"]["same_best"] = res["asha"]["best"]["trial"] == res["grid"]["best"]["trial"]
-    cols = ["trial_id", "criterion", "lr", "status", "stage", "score"] + OVERHEAD_PARTS + ["train_s", "eval_s",
-                                                                                        "trial_s", "overhead_frac"]
+    cols = ["trial_id", "criterion", "size", "lr", "status", "stage", "score"] + OVERHEAD_PARTS + [
+        "train_s", "eval_s", "unaccounted_s", "trial_s", "overhead_frac"]
     print("\nGrid run, per trial (seconds):")
     print(grid[cols].round(3).to_string(index=False))
     print("\nASHA run, per trial (seconds):")
@@ -152,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{res['asha']['wall_saved_frac']:.1%} of wall time; same best: {res['asha']['same_best']}")
     print(f"overhead per trial: {res['overhead']['fraction_mean']:.1%} mean, {res['overhead']['fraction_max']:.1%} max "
           f"(without Train start-up: {res['overhead']['fraction_without_train_startup']:.1%}); load {load_before}")
+    for size, v in res["overhead"]["by_size"].items():
+        print(f"  size {size}: trial {v['trial_s_mean']:.0f} s, overhead {v['overhead_s_mean']:.1f} s = "
+              f"{v['fraction_mean']:.1%} mean, {v['fraction_max']:.1%} max")
     plot(grid, out / "bench_sweep.png")
     (out / "bench_sweep.json").write_text(json.dumps(res, indent=2, default=lambda x: None if
                                                      isinstance(x, float) and math.isnan(x) else str(x)))

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from s1ray.evaluate.metrics import accuracy, bootstrap_ci, control, markdown_table, performance, scaling, summarize
+from s1ray.evaluate.metrics import (accuracy, bootstrap_ci, control, markdown_table, performance, scaling,
+                                   score_from_summary, summarize)
 
 
 def test_accuracy_counts_ungraded_as_wrong():
@@ -70,3 +71,13 @@ def test_summarize_small_table():
     table = markdown_table(out)
     assert "| b | budget_forcing | 100 | 4 | 25.0% |" in table
     assert "| b | token_conditional | 50% |" in table
+
+
+def test_score_from_summary_aggregates_and_names_missing_key():
+    summary = {"b1": {"budget_forcing": {"budgets": [{"accuracy": 0.2}, {"accuracy": 0.4}], "performance": 0.4}},
+               "b2": {"budget_forcing": {"budgets": [{"accuracy": 0.6}, {"accuracy": 0.5}], "performance": 0.6}}}
+    assert score_from_summary(summary, "accuracy") == pytest.approx(0.45)  # largest budget, mean over benchmarks
+    assert score_from_summary(summary, "performance") == pytest.approx(0.5)
+    assert score_from_summary({"a": {"b": 0.5}}, "a.b") == 0.5
+    with pytest.raises(KeyError, match="no 'a.c'"):
+        score_from_summary({"a": {"b": 0.5}}, "a.c")

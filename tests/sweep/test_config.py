@@ -6,7 +6,7 @@ import pytest
 
 from s1ray.config import ConfigError, load_config
 from s1ray.sweep.config import SweepConfig, concurrent_trials, trial_cpus, trial_grid
-from s1ray.sweep.driver import ScoringImportGuard, extract_score, is_scoring_module, make_scheduler
+from s1ray.sweep.driver import ScoringImportGuard, is_scoring_module, make_scheduler
 
 BASE = {
     "pool": "pool.parquet",
@@ -40,8 +40,11 @@ def test_random_search_draws_distinct_trials_reproducibly():
 def test_trial_placeholders_and_validation_errors(tmp_path):
     cfg = make()
     assert cfg.train.data.preset == "s1k"  # filled per trial, not needed in the YAML
-    with pytest.raises(ValueError, match="not a multiple of stages"):
-        make(stages=2, space={"epochs": [3]})
+    assert make(stages=2, space={"epochs": [3]}).stages == 2  # stages split steps, not epochs
+    with pytest.raises(ValueError, match="zero_stage to 2 or lower"):
+        make(train={**BASE["train"], "deepspeed": {"zero_stage": 3}})
+    with pytest.raises(ValueError, match="hf backend"):
+        make(evaluate={**BASE["evaluate"], "generation": {"model": "m", "backend": "vllm"}})
     with pytest.raises(ValueError, match="needs stages >= 2"):
         make(asha={"enabled": True})
     p = tmp_path / "s.yaml"
@@ -79,16 +82,6 @@ def test_scoring_guard_refuses_model_stage_imports():
         sys.meta_path.remove(guard)
 
 
-def test_extract_score_aggregates_and_names_missing_key():
-    summary = {"b1": {"budget_forcing": {"budgets": [{"accuracy": 0.2}, {"accuracy": 0.4}], "performance": 0.4}},
-               "b2": {"budget_forcing": {"budgets": [{"accuracy": 0.6}, {"accuracy": 0.5}], "performance": 0.6}}}
-    assert extract_score(summary, "accuracy") == pytest.approx(0.45)  # largest budget, mean over benchmarks
-    assert extract_score(summary, "performance") == pytest.approx(0.5)
-    assert extract_score({"a": {"b": 0.5}}, "a.b") == 0.5
-    with pytest.raises(KeyError, match="no 'a.c'"):
-        extract_score({"a": {"b": 0.5}}, "a.c")
-
-
 def test_asha_stops_on_the_stage_score_and_ignores_forwarded_train_metrics():
     from ray.tune.schedulers import TrialScheduler
     from ray.tune.experiment import Trial
@@ -102,4 +95,6 @@ def test_asha_stops_on_the_stage_score_and_ignores_forwarded_train_metrics():
     assert sched.on_trial_result(None, trials[0], {"score": 0.6, "stage": 1}) == TrialScheduler.CONTINUE
     assert sched.on_trial_result(None, trials[1], {"score": 0.5, "stage": 1}) == TrialScheduler.STOP
     assert sched.on_trial_result(None, trials[2], {"score": 0.7, "stage": 1}) == TrialScheduler.CONTINUE
+    # The last stage's score never stops a trial: it finishes on its own (final report, clean-up).
+    assert sched.on_trial_result(None, trials[2], {"score": 0.1, "stage": 2}) == TrialScheduler.CONTINUE
     assert make_scheduler(make()).__class__.__name__ == "FIFOScheduler"

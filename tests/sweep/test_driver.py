@@ -64,8 +64,7 @@ def write_setup(tmp: Path) -> Path:
 
 
 def finished_trials(sweep: Path) -> list[Path]:
-    return [p.parent for p in sweep.glob("trials/*/trial_state.json")
-            if json.loads(p.read_text())["stage"] >= 1]
+    return [p.parent for p in sweep.glob("trials/*/trial_state.json") if json.loads(p.read_text())["finished"]]
 
 
 @pytest.fixture

@@ -1,9 +1,11 @@
 """Ray Train + DeepSpeed on CPU, 2 workers, a tiny Llama loaded from a folder.
 
-One uninterrupted ZeRO-2 reference run; a ZeRO-3 run whose worker raises mid-run (no
+One uninterrupted ZeRO-2 reference run that also evaluates itself twice on its workers
+(in-training evaluation); a ZeRO-3 run whose worker raises mid-run (no
 retries) and is then re-run under the same name; a ZeRO-2 run whose worker is SIGKILLed
 and recovered by FailureConfig. Both failure runs must end with the reference's step count,
-data order and (within float tolerance) losses.
+data order and (within float tolerance) losses -- which also shows that evaluating during
+the reference run changed nothing about its training.
 """
 
 import json
@@ -13,6 +15,9 @@ import pytest
 import torch
 
 from s1ray.config import ConfigError
+from s1ray.evaluate.config import EvaluateConfig
+from s1ray.evaluate.in_training import InTrainingEval
+from s1ray.evaluate.runner import EvaluateBatch, build_tasks
 from s1ray.models.loading import build_tiny_model, load_tokenizer
 from s1ray.train.config import TrainConfig
 from s1ray.train.trainer import build_trainer, run_train
@@ -31,8 +36,11 @@ def work(tmp_path_factory, ray_local):
     model = build_tiny_model("tiny", len(tok), seed=0)
     model.save_pretrained(root / "tiny-model")
     tok.save_pretrained(root / "tiny-model")
+    bench = root / "bench.jsonl"
+    bench.write_text("".join(json.dumps({"question": f"What is {i} + 7?", "answer": str(i + 7)}) + "\n"
+                             for i in range(5)))
     probe = tok.apply_chat_template([{"role": "user", "content": "What is 3 + 7?"}], add_generation_prompt=True)
-    yield {"root": root, "model": str(root / "tiny-model"),
+    yield {"root": root, "model": str(root / "tiny-model"), "bench": bench,
            "probe": list(probe["input_ids"] if hasattr(probe, "keys") else probe)}
     mp.undo()
 
@@ -72,14 +80,23 @@ def fit(cfg, **extra):
     return trainer.fit()
 
 
+def eval_config(work) -> EvaluateConfig:
+    return EvaluateConfig.model_validate({
+        "generation": {"model": work["model"], "max_new_tokens": 8, "batch_size": 2},
+        "benchmarks": [{"name": "jsonl", "path": str(work["bench"])}], "budgets": [6],
+        "budget_forcing": {"max_answer_tokens": 4}, "bootstrap_samples": 10})
+
+
 @pytest.fixture(scope="module")
 def reference(work, s1k_module_file):
-    """Uninterrupted ZeRO-2 run through run_train (export included)."""
+    """Uninterrupted ZeRO-2 run through run_train (export included), evaluated mid-way and at the end."""
     name = "reference"
     cfg = config(work, s1k_module_file, name)
     trace = work["root"] / "trace-reference"
-    summary = run_train(cfg, extra_loop_config={"trace_dir": str(trace), "probe_input_ids": work["probe"]})
-    return {"cfg": cfg, "summary": summary, "trace": read_trace(trace)}
+    evaluation = InTrainingEval(eval_config(work), evaluations=2, output_dir=str(work["root"] / "eval-reference"))
+    summary = run_train(cfg, extra_loop_config={"trace_dir": str(trace), "probe_input_ids": work["probe"]},
+                        evaluation=evaluation)
+    return {"cfg": cfg, "summary": summary, "trace": read_trace(trace), "evaluation": evaluation}
 
 
 def assert_same_run(trace: dict, reference: dict, rtol: float) -> None:
@@ -118,6 +135,27 @@ def test_reference_run_learns_and_exports(reference, work):
     with torch.no_grad():
         assert (untrained(input_ids=torch.tensor([work["probe"]])).logits - trained).abs().max() > 1e-2
     assert list((work["root"] / "runs" / "reference" / "tensorboard").glob("events.out.tfevents*"))
+
+
+def test_in_training_evaluation_scores_the_trained_weights(reference, work):
+    metrics, steps = reference["summary"]["metrics"], reference["summary"]["metrics"]["total_steps"]
+    evaluation = reference["evaluation"]
+    mid, last = evaluation.steps(steps)
+    assert metrics["stage"] == 2 and metrics["eval/final"] and metrics["eval/step"] == last == steps
+    root = work["root"] / "eval-reference"
+    assert sorted(p.name for p in root.iterdir()) == [f"step{mid:06d}", f"step{last:06d}"]
+    # Each of the 2 workers evaluated its share; rank 0 gathered all 5 questions.
+    samples = [json.loads(line) for line in (root / f"step{last:06d}" / "samples.jsonl").open()]
+    assert sorted(s["id"] for s in samples) == sorted({s["id"] for s in samples}) and len(samples) == 5
+    assert metrics["score"] == pytest.approx(sum(s["correct"] is True for s in samples) / 5)
+    # The final evaluation saw the trained weights: a fresh load of the exported model generates the same.
+    cfg = EvaluateConfig.model_validate({**eval_config(work).model_dump(),
+                                         "generation": {**eval_config(work).generation.model_dump(),
+                                                        "model": reference["summary"]["model_dir"]}})
+    fresh = {r["id"]: r["generation"] for r in EvaluateBatch(cfg).run(build_tasks(cfg)[0])}
+    assert {s["id"]: s["generation"] for s in samples} == fresh
+    untrained = {r["id"]: r["generation"] for r in EvaluateBatch(eval_config(work)).run(build_tasks(cfg)[0])}
+    assert untrained != fresh  # (so the comparison above can tell trained from untrained weights)
 
 
 def test_zero3_worker_raises_then_same_run_name_resumes(reference, work, s1k_module_file):
