@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from ray import tune
 
 from s1ray.config import ConfigError, dump_config
 from s1ray.curate.selection import read_pool, select_subset, to_s1k, write_subset
@@ -80,8 +81,6 @@ def _state(checkpoint) -> dict[str, Any]:
 
 
 def _report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
-    from ray import tune
-
     with tempfile.TemporaryDirectory(prefix="s1ray-trial-") as d:
         (Path(d) / "trial_state.json").write_text(json.dumps(state))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
@@ -117,7 +116,6 @@ def run_trial(config: dict[str, Any], pool_refs: list, sweep: dict[str, Any]) ->
     the trial then reports the final score with where its time went.
     """
     import ray
-    from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from s1ray.train.export import copy_export
@@ -153,6 +151,9 @@ def run_trial(config: dict[str, Any], pool_refs: list, sweep: dict[str, Any]) ->
     # Added to every report of the Train run, so a trial ASHA stops mid-run still says when it began.
     echo = {**base, "t_entry_unix": t_entry, "t_select_s": select_s, "t_ship_s": ship_s}
     train_cfg = trial_train_config(cfg, trial, data_path, trial_id, work)
+    # Train V2's controller polls its workers every 2 s, so a run's end is noticed up to 2 s late:
+    # a visible share of a short trial. Polling a handful of workers more often costs nothing.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     t_fit = time.time()
     result = build_trainer(train_cfg, run_name=trial_id, callbacks=[TuneReportCallback()],
                            extra_loop_config={"report_also": echo}, evaluation=trial_evaluation(cfg, work),
@@ -197,12 +198,48 @@ def sweep_dir(cfg: SweepConfig) -> Path:
 
 def _trainable(cfg: SweepConfig, pool: pd.DataFrame):
     import ray
-    from ray import tune
-
     ref = ray.put(pool)  # once; every trial reads the same object
     fn = tune.with_parameters(run_trial, pool_refs=[ref], sweep=cfg.model_dump(mode="json"))
     # The trial driver only coordinates: no CPU, so its Train workers get the CPUs (no 2-CPU deadlock).
     return tune.with_resources(fn, {"CPU": 0, "memory": 1 << 20})
+
+
+def release_placement_group(pg_hex: str | None) -> bool:
+    """Remove a Train run's placement group if it is still there; True when one was removed."""
+    if not pg_hex:
+        return False
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+
+    pg = PlacementGroup(PlacementGroupID(bytes.fromhex(pg_hex)))
+    if placement_group_table(pg).get("state") in (None, "REMOVED"):
+        return False
+    remove_placement_group(pg)
+    return True
+
+
+class ReleaseStoppedTrainRuns(tune.Callback):
+    """When a trial ends, free its Train run's placement group if it is still held.
+
+    ASHA stops a trial by ending its actor while the Train run is in flight; the run's
+    controller and workers die with it, but its placement group (the CPUs/GPUs) belongs to the
+    job. Ray Train's own cleaner frees it only where the State API (the dashboard) answers;
+    without this, the next trial could wait for those resources forever.
+    """
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._release(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._release(trial)
+
+    @staticmethod
+    def _release(trial) -> None:
+        try:
+            if release_placement_group((trial.last_result or {}).get("placement_group_id")):
+                print(f"released the placement group of trial {trial.trial_id}'s stopped Train run", flush=True)
+        except Exception as e:  # never fail the sweep over clean-up; say so
+            print(f"could not release trial {trial.trial_id}'s placement group: {e}", flush=True)
 
 
 def make_scheduler(cfg: SweepConfig):
@@ -220,8 +257,6 @@ def make_scheduler(cfg: SweepConfig):
 
 def build_tuner(cfg: SweepConfig, pool: pd.DataFrame, n_concurrent: int):
     """A new Tuner, or the interrupted sweep of the same name restored (finished trials kept)."""
-    from ray import tune
-
     path = sweep_dir(cfg)
     trainable = _trainable(cfg, pool)
     planned = path / "trials_planned.json"
@@ -243,6 +278,7 @@ def build_tuner(cfg: SweepConfig, pool: pd.DataFrame, n_concurrent: int):
             name=cfg.name, storage_path=str(path.parent),
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[ReleaseStoppedTrainRuns()],
             verbose=1,
         ),
     )
@@ -304,7 +340,9 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
 
     # Train results forwarded by TuneReportCallback carry no `score`; only the stage reports do.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    init_ray(cfg.ray)
+    # Ray Train frees the placement group of a run whose trial Tune stopped through the State
+    # API, which a local instance only serves with its dashboard (on 127.0.0.1).
+    init_ray(cfg.ray.model_copy(update={"include_dashboard": True}))
     out = sweep_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep_config.yaml").write_text(dump_config(cfg))

@@ -261,6 +261,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # (data, model, DeepSpeed), steps = optimizer steps, eval = in-training evaluation.
     timing = {"time/entry_unix": t_entry, "time/ready_s": time.time() - t_entry, "time/steps_s": 0.0,
               "time/eval_s": 0.0, "time/checkpoint_s": 0.0}
+    pg = ray.util.get_current_placement_group()
+    if pg is not None:  # lets a sweep release it if Tune stops the trial mid-run (see sweep.driver)
+        timing["placement_group_id"] = pg.id.hex()
     pad_id = data_info["pad_id"]
     plans: dict[int, list] = {}
     window: dict[str, float] = {"loss": 0.0, "tokens": 0.0, "steps": 0.0}

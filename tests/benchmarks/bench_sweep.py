@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pool = demo_sweep.build_pool()
+    pool = demo_sweep.build_pool(n_chain=60, n_arith=60, n_gsm8k=120)
     pool_path = out / "scored_pool.parquet"
     pool.to_parquet(pool_path)
     ev = demo_sweep.build_eval(out / "eval.jsonl", args.eval_questions, pool)

@@ -1,6 +1,7 @@
 """Demonstration: does the choice of subset matter? A sweep with a real small model on a real pool.
 
-Model: SmolLM2-135M-Instruct (packaged, offline). Pool (scored once, here, before the sweep):
+Model: SmolLM2-135M-Instruct (packaged, offline). Pool (scored once, here, before the sweep;
+equal thirds by default):
 - ``chain_sum`` questions from reasoning-gym (procedural, verifiable), with step-by-step traces
   written from their expressions ("57 + 87 = 144. 144 + 70 = 214.");
 - ``basic_arithmetic`` from reasoning-gym (parentheses, negatives), one-line traces;
@@ -8,12 +9,14 @@ Model: SmolLM2-135M-Instruct (packaged, offline). Pool (scored once, here, befor
   solutions as traces: long, and a different skill.
 Evaluation: held-out chain_sum questions (another seed, none in the pool), budget forcing.
 So "longest" fills the subset with GSM8K (long traces, little chain-sum practice), while
-"diverse"/"s1" balance the three families and "random" follows the pool's mix.
+"s1" balances the three families (domains) and "random" follows the pool's mix. The untrained
+model is evaluated too, so the table says what training on each subset did.
 
     .venv/bin/python tests/benchmarks/demo_sweep.py --out /tmp/demo_sweep [--quick]
 
-Writes the sweep's trials.csv, smallest_effective_set.{json,md,png} and demo.json to --out.
-Takes about 30 minutes on a quiet 2-CPU machine (not part of the test run).
+Writes the sweep's trials.csv, smallest_effective_set.{json,md,png}, demo.json and demo.md
+(the table with each subset's family mix) to --out. Takes about 30 minutes on a quiet 2-CPU
+machine (not part of the test run).
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def _gsm8k(n: int) -> list[dict]:
     return rows
 
 
-def build_pool(n_chain: int = 60, n_arith: int = 60, n_gsm8k: int = 120, seed: int = 0) -> pd.DataFrame:
+def build_pool(n_chain: int = 24, n_arith: int = 24, n_gsm8k: int = 24, seed: int = 0) -> pd.DataFrame:
     """The scored pool: canonical columns + thinking_tokens (SmolLM2 tokenizer) + domain = family."""
     from s1ray.models.loading import load_tokenizer
     from s1ray.records import question_id
@@ -105,52 +108,101 @@ def build_eval(path: Path, n: int, pool: pd.DataFrame, seed: int = 1000) -> Path
     return path
 
 
-def sweep_config(out: Path, pool_path: Path, eval_path: Path, name: str, quick: bool) -> dict:
+def evaluate_config(eval_path: Path) -> dict:
+    return {"benchmarks": [{"name": "jsonl", "path": str(eval_path), "label": "chain_sum_heldout"}],
+            "budgets": [48], "generation": {"batch_size": 16},
+            "budget_forcing": {"max_answer_tokens": 16}, "bootstrap_samples": 200, "progress": False}
+
+
+def sweep_config(out: Path, pool_path: Path, eval_path: Path, name: str, quick: bool, epochs: int = 2,
+                 lr: float = 1e-4) -> dict:
     return {
         "name": name, "pool": str(pool_path), "storage_path": str(out / "sweeps"), "resume": True,
-        "space": {"sizes": [8, 32] if quick else [8, 32, "full"],
-                  "criteria": ["s1", "random"] if quick else ["s1", "random", "longest"],
+        "space": {"sizes": [8, 24] if quick else [8, 24, "full"],
+                  "criteria": ["s1", "longest"] if quick else ["s1", "random", "longest"],
                   "seeds": [0] if quick else [0, 1]},
-        "analysis": {"epsilon": 0.07, "epsilon_mode": "absolute", "reference": "full"},
+        "analysis": {"epsilon": 0.05, "epsilon_mode": "absolute", "reference": "full"},
         "max_failures": 1,
-        "train": {"model": MODEL, "epochs": 1, "lr": 1e-4, "global_batch_size": 4, "block_size": 512,
+        "train": {"model": MODEL, "epochs": epochs, "lr": lr, "global_batch_size": 4, "block_size": 512,
                   "dtype": "float32", "num_workers": 1, "checkpoint_every_steps": 10_000,
-                  "metrics_every_steps": 10_000, "deepspeed": {"zero_stage": 2},
-                  "logging": {"tensorboard": False, "progress_bar": False}},
-        "evaluate": {"benchmarks": [{"name": "jsonl", "path": str(eval_path), "label": "chain_sum_heldout"}],
-                     "budgets": [48], "generation": {"batch_size": 16, "num_cpus": 1},
-                     "budget_forcing": {"max_answer_tokens": 16}, "bootstrap_samples": 200, "progress": False},
+                  "metrics_every_steps": 10_000, "logging": {"tensorboard": False, "progress_bar": False}},
+        "evaluate": evaluate_config(eval_path),
     }
+
+
+def untrained_score(out: Path, eval_path: Path) -> float:
+    """The packaged model before any training, on the same questions and budget."""
+    from s1ray.evaluate.config import EvaluateConfig
+    from s1ray.evaluate.runner import run_evaluate
+
+    raw = evaluate_config(eval_path)
+    raw["generation"]["model"] = MODEL
+    raw["output_dir"] = str(out / "untrained_eval")
+    summary = run_evaluate(EvaluateConfig.model_validate(raw))["summary"]
+    from s1ray.evaluate.metrics import score_from_summary
+
+    return score_from_summary(summary, "accuracy")
+
+
+def family_mix(sweep: Path, table: pd.DataFrame) -> pd.Series:
+    """Share of chain_sum rows in each trial's subset (the skill the evaluation asks for)."""
+    shares = {}
+    for tid in table["trial_id"]:
+        path = sweep / "trials" / str(tid) / "subset.parquet"
+        if path.exists():
+            st = pd.read_parquet(path, columns=["source_type"])["source_type"]
+            shares[tid] = float((st == "chain_sum").mean())
+    return table["trial_id"].map(shares)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    rows = [list(table.columns)] + table.astype(str).values.tolist()
+    return "\n".join("| " + " | ".join(map(str, r)) + " |" for r in rows[:1] + [["---"] * len(rows[0])] + rows[1:])
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="/tmp/demo_sweep")
     p.add_argument("--quick", action="store_true", help="2x2 sweep, one seed (a smoke run)")
-    p.add_argument("--eval-questions", type=int, default=20)
+    p.add_argument("--eval-questions", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--max-concurrent", type=int, default=None, help="cap concurrent trials (memory)")
     args = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
+    from s1ray.cluster import init_ray
+    from s1ray.config import RayConfig
     from s1ray.sweep.config import SweepConfig
     from s1ray.sweep.driver import run_sweep
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
     pool = build_pool()
     pool_path = out / "scored_pool.parquet"
     pool.to_parquet(pool_path)
     eval_path = build_eval(out / "chain_sum_heldout.jsonl", args.eval_questions, pool)
     print(f"pool: {len(pool)} rows {pool['domain'].value_counts().to_dict()}, eval: {args.eval_questions} questions")
-    raw = sweep_config(out, pool_path, eval_path, "demo_quick" if args.quick else "demo", args.quick)
+    raw = sweep_config(out, pool_path, eval_path, "demo_quick" if args.quick else "demo", args.quick, args.epochs,
+                       args.lr)
     raw["max_concurrent_trials"] = args.max_concurrent
     cfg = SweepConfig.model_validate(raw)
-    t0 = time.perf_counter()
+    init_ray(RayConfig())
+    base = untrained_score(out, eval_path)
     summary = run_sweep(cfg)
+    summary["untrained_score"] = base
     summary["demo_wall_s"] = round(time.perf_counter() - t0, 1)
-    (out / "demo.json").write_text(json.dumps(summary, indent=2, default=str))
-    print(json.dumps(summary, indent=2, default=str))
+    table = pd.read_csv(summary["trials_csv"])
+    table["chain_sum_share"] = family_mix(Path(summary["sweep_dir"]), table)
+    cols = ["criterion", "size", "seed", "n_rows", "chain_sum_share", "status", "score", "t_trial_s"]
+    table = table.sort_values(["size", "criterion", "seed"], key=lambda c: c.astype(str))[cols]
+    md = (f"# Sweep demo\n\nUntrained model: **{base:.3f}** on {args.eval_questions} held-out chain-sum questions. "
+          f"Wall time {summary['demo_wall_s']:.0f} s.\n\n" + markdown(table.round(3)) + "\n")
     if "paths" in summary:
-        print(Path(summary["paths"]["markdown"]).read_text())
+        md += "\n" + Path(summary["paths"]["markdown"]).read_text()
+    (out / "demo.md").write_text(md)
+    (out / "demo.json").write_text(json.dumps(summary, indent=2, default=str))
+    print(md)
     return 0
 
 

@@ -50,7 +50,7 @@ def write_setup(tmp: Path) -> Path:
         "name": "t2x2", "pool": str(pool), "storage_path": str(tmp / "sweeps"),
         "space": {"sizes": [4, 8], "criteria": ["s1", "random", "difficulty"], "seeds": [0]},
         "analysis": {"epsilon": 0.5, "reference": "full"},
-        "max_failures": 1,
+        "max_failures": 1, "stages": 2, "intermediate_limit": 1,
         "train": {"model": "tiny:tiny", "epochs": 1, "global_batch_size": 2, "block_size": 128,
                   "checkpoint_every_steps": 1000, "metrics_every_steps": 1000,
                   "deepspeed": {"zero_stage": 2}, "logging": {"tensorboard": False, "progress_bar": False}},
@@ -113,6 +113,18 @@ def test_sweep_interrupted_resumes_without_redoing_finished_trials(own_tmp, requ
     assert sorted(zip(grid["criterion"], grid["size"].astype(str))) == [("random", "4"), ("random", "8"), ("s1", "4"),
                                                             ("s1", "8")]
     assert set(grid["n_rows"]) == {4, 8}
+    assert (grid["stage"] == 2).all()
+    # One Train run per trial evaluated itself twice (1 question mid-way, both at the end) and
+    # the trial says where its time went.
+    for trial_id in grid["trial_id"]:
+        evals = sorted((sweep / "trials" / trial_id / "eval").iterdir())
+        assert len(evals) == 2, evals
+        n = [sum(1 for _ in (e / "samples.jsonl").open()) for e in evals]
+        assert n == [1, 2], (trial_id, n)
+    for col in ("t_train_startup_s", "t_steps_s", "t_eval_s", "t_trial_s"):
+        assert (grid[col] > 0).all(), (col, grid[col].tolist())
+    assert (grid["t_trial_s"] > grid["t_steps_s"] + grid["t_eval_s"]).all()
+    assert not (sweep / "train").exists()  # Train run folders are removed unless asked to keep them
     # Finished trials were not trained again: no new attempt in their log.
     for trial_id, n_attempts in done_before.items():
         assert (sweep / "trials" / trial_id / "attempts.jsonl").read_text().count("\n") == n_attempts
@@ -135,3 +147,24 @@ def test_sweep_interrupted_resumes_without_redoing_finished_trials(own_tmp, requ
 
     with pytest.raises(ConfigError, match="different search space"):
         run_sweep(load_config(SweepConfig, cfg_path, ["space.seeds=[0, 1]"]))
+
+
+def test_a_stopped_trials_placement_group_is_released(ray_local):
+    """ASHA ends a trial's actor mid-run; the Train run's placement group must not outlive it."""
+    from types import SimpleNamespace
+
+    from ray.util.placement_group import placement_group, placement_group_table
+
+    from s1ray.sweep.driver import ReleaseStoppedTrainRuns, release_placement_group
+
+    pg = placement_group([{"CPU": 1}])
+    assert pg.wait(30)
+    callback = ReleaseStoppedTrainRuns()
+    callback.on_trial_complete(0, [], SimpleNamespace(trial_id="t0", last_result={"score": 0.1}))  # no run: no-op
+    assert placement_group_table(pg)["state"] == "CREATED"
+    callback.on_trial_complete(0, [], SimpleNamespace(trial_id="t1", last_result={"placement_group_id": pg.id.hex()}))
+    deadline = time.time() + 10
+    while placement_group_table(pg)["state"] != "REMOVED" and time.time() < deadline:
+        time.sleep(0.1)
+    assert placement_group_table(pg)["state"] == "REMOVED"
+    assert release_placement_group(pg.id.hex()) is False  # already gone: nothing to do
