@@ -243,14 +243,17 @@ class ReleaseStoppedTrainRuns(tune.Callback):
 
 
 def make_scheduler(cfg: SweepConfig):
-    """ASHA on the score reported after each stage (``stage`` is its clock), else FIFO."""
+    """ASHA on the score reported after each intermediate stage (``stage`` is its clock), else FIFO.
+
+    The rungs are the intermediate evaluations only (max_t = stages - 1): Ray's ASHA puts a rung
+    at max_t, and a trial stopped there would be cut off after its last evaluation, before it
+    reports where its time went. The final score never stops a trial (stop_last_trials=False).
+    """
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     if not cfg.asha.enabled:
         return FIFOScheduler()
-    # stop_last_trials=False: a trial reaching the last stage finishes on its own (its final
-    # report and clean-up come after the Train run's last evaluation).
-    return ASHAScheduler(time_attr="stage", metric="score", mode=cfg.metric_mode, max_t=cfg.stages,
+    return ASHAScheduler(time_attr="stage", metric="score", mode=cfg.metric_mode, max_t=cfg.stages - 1,
                          grace_period=cfg.asha.grace_period, reduction_factor=cfg.asha.reduction_factor,
                          stop_last_trials=False)
 
@@ -318,8 +321,8 @@ def trial_table(grid, cfg: SweepConfig, pool_size: int) -> pd.DataFrame:
             "scoring_modules_loaded": last.get("scoring_modules_loaded"),  # JSON list, "[]" when clean
             **{k: last.get(k) for k in sorted(last) if str(k).startswith("t_")},
         })
-        if status == STOPPED and last.get("time/report_unix") and last.get("t_entry_unix"):
-            # Stopped by ASHA after a Train report: the trial ran from its start to that report.
+        if pd.isna(last.get("t_trial_s", math.nan)) and last.get("time/report_unix") and last.get("t_entry_unix"):
+            # Ended (stopped by ASHA) after a Train report: the trial ran from its start to that report.
             rows[-1].update(t_trial_s=last["time/report_unix"] - last["t_entry_unix"],
                             t_end_unix=last["time/report_unix"], t_steps_s=last.get("time/steps_s"),
                             t_eval_s=last.get("time/eval_s"))

@@ -82,6 +82,30 @@ def run(out: Path, name: str, asha: bool, pool: Path, ev: Path, quick: bool) -> 
     return {**summary, "fit_start_unix": t0}, table
 
 
+def train_floor(repeats: int = 3) -> dict:
+    """The fixed cost of any Ray Train run here: a 1-worker TorchTrainer whose loop does nothing."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from s1ray.cluster import init_ray
+
+    init_ray()
+
+    def empty(config):
+        return None
+
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        TorchTrainer(empty, torch_config=TorchConfig(backend="gloo"),
+                     scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 2}),
+                     run_config=RunConfig(name=f"floor_{os.getpid()}_{i}", storage_path="/tmp/s1ray_bench_floor")).fit()
+        times.append(time.perf_counter() - t0)
+    ray.shutdown()
+    return {"empty_fit_s": times, "empty_fit_s_median": sorted(times)[len(times) // 2]}
+
+
 def plot(grid: pd.DataFrame, path: Path) -> None:
     import matplotlib
 
@@ -107,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="/tmp/bench_sweep")
     p.add_argument("--eval-questions", type=int, default=12)
     p.add_argument("--quick", action="store_true", help="one subset size (4 trials per sweep): a smoke run")
+    p.add_argument("--only-floor", action="store_true", help="measure only the empty Ray Train run")
     args = p.parse_args(argv)
+    if args.only_floor:
+        print(json.dumps(train_floor(), indent=2))
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pool = demo_sweep.build_pool(n_chain=60, n_arith=60, n_gsm8k=120)
@@ -146,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             "unaccounted_s_mean": float(grid["unaccounted_s"].mean()),
         },
     }
+    res["train_floor"] = train_floor()  # after the sweeps, in a fresh Ray instance
     res["asha"]["trial_time_saved_frac"] = 1 - res["asha"]["trial_s_sum"] / res["grid"]["trial_s_sum"]
     res["asha"]["wall_saved_frac"] = 1 - a_sum["wall_s"] / g_sum["wall_s"]
     res["asha"]["same_best"] = res["asha"]["best"]["trial"] == res["grid"]["best"]["trial"]
@@ -167,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     for size, v in res["overhead"]["by_size"].items():
         print(f"  size {size}: trial {v['trial_s_mean']:.0f} s, overhead {v['overhead_s_mean']:.1f} s = "
               f"{v['fraction_mean']:.1%} mean, {v['fraction_max']:.1%} max")
+    print(f"an empty 1-worker Ray Train run takes {res['train_floor']['empty_fit_s_median']:.1f} s here (median of 3)")
     plot(grid, out / "bench_sweep.png")
     (out / "bench_sweep.json").write_text(json.dumps(res, indent=2, default=lambda x: None if
                                                      isinstance(x, float) and math.isnan(x) else str(x)))

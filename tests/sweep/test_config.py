@@ -95,6 +95,16 @@ def test_asha_stops_on_the_stage_score_and_ignores_forwarded_train_metrics():
     assert sched.on_trial_result(None, trials[0], {"score": 0.6, "stage": 1}) == TrialScheduler.CONTINUE
     assert sched.on_trial_result(None, trials[1], {"score": 0.5, "stage": 1}) == TrialScheduler.STOP
     assert sched.on_trial_result(None, trials[2], {"score": 0.7, "stage": 1}) == TrialScheduler.CONTINUE
-    # The last stage's score never stops a trial: it finishes on its own (final report, clean-up).
+    # The last stage's score never stops a trial, even the worst one: it finishes on its own
+    # (final report, clean-up) after its last evaluation.
+    assert sched.on_trial_result(None, trials[0], {"score": 0.9, "stage": 2}) == TrialScheduler.CONTINUE
     assert sched.on_trial_result(None, trials[2], {"score": 0.1, "stage": 2}) == TrialScheduler.CONTINUE
+    deep = make_scheduler(make(stages=4, asha={"enabled": True, "grace_period": 1, "reduction_factor": 2}))
+    for t in trials:
+        deep.on_trial_add(None, t)
+    for stage in (1, 2, 3, 4):
+        assert deep.on_trial_result(None, trials[0], {"score": 0.9, "stage": stage}) == TrialScheduler.CONTINUE
+    assert deep.on_trial_result(None, trials[1], {"score": 0.1, "stage": 1}) == TrialScheduler.STOP
+    assert deep.on_trial_result(None, trials[2], {"score": 0.95, "stage": 2}) == TrialScheduler.CONTINUE
+    assert deep.on_trial_result(None, trials[2], {"score": 0.0, "stage": 4}) == TrialScheduler.CONTINUE
     assert make_scheduler(make()).__class__.__name__ == "FIFOScheduler"
