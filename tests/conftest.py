@@ -27,3 +27,17 @@ def ray_local():
     init_ray(RayConfig(num_cpus=2))
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def save_tiny_model():
+    """save_tiny_model(folder, seed=0) -> (model, tokenizer): a tiny:tiny Llama saved as an HF folder."""
+    def save(folder: Path, seed: int = 0):
+        from s1ray.models.loading import build_tiny_model, load_tokenizer
+
+        tok = load_tokenizer("tiny:tiny")
+        model = build_tiny_model("tiny", len(tok), seed=seed)
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        return model, tok
+    return save

@@ -11,16 +11,12 @@ import torch
 from s1ray.evaluate.config import EvaluateConfig
 from s1ray.evaluate.in_training import InTrainingEval
 from s1ray.evaluate.runner import EvaluateBatch, build_tasks
-from s1ray.models.loading import build_tiny_model, load_tokenizer
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, save_tiny_model):
     root = tmp_path_factory.mktemp("in_training")
-    tok = load_tokenizer("tiny:tiny")
-    model = build_tiny_model("tiny", len(tok), seed=3)
-    model.save_pretrained(root / "model")
-    tok.save_pretrained(root / "model")
+    model, tok = save_tiny_model(root / "model", seed=3)
     bench = root / "bench.jsonl"
     bench.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
                              for i in range(5)))

@@ -68,17 +68,14 @@ def test_count_tokens_and_chat_prompt(hf):
     assert p.endswith("<|im_start|>assistant\n") and "Q?" in p and "S" in p
 
 
-def test_vllm_backend_limits_and_stops(tmp_path):
+def test_vllm_backend_limits_and_stops(tmp_path, save_tiny_model):
     """Runs only where vLLM and a GPU exist: the same contract as the HF backend."""
     pytest.importorskip("vllm", reason="vllm not installed")
     import torch
 
     if not torch.cuda.is_available():
         pytest.skip("vLLM needs a GPU")
-    from s1ray.models.loading import load_model, load_tokenizer
-
-    load_model("tiny:tiny").save_pretrained(tmp_path)
-    load_tokenizer("tiny:tiny").save_pretrained(tmp_path)
+    save_tiny_model(tmp_path)
     gen = make_generator(GenerationConfig(backend="vllm", model=str(tmp_path), max_new_tokens=8, num_gpus=1))
     out = gen.generate(["one", "two", "three"], max_new_tokens=[0, 3, 8])
     assert [g.n_tokens for g in out[:2]] == [0, 3] and out[2].n_tokens <= 8

@@ -18,7 +18,6 @@ from s1ray.config import ConfigError
 from s1ray.evaluate.config import EvaluateConfig
 from s1ray.evaluate.in_training import InTrainingEval
 from s1ray.evaluate.runner import EvaluateBatch, build_tasks
-from s1ray.models.loading import build_tiny_model, load_tokenizer
 from s1ray.train.config import TrainConfig
 from s1ray.train.trainer import build_trainer, run_train
 
@@ -28,14 +27,11 @@ CKPT_EVERY = 3
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory, ray_local):
+def work(tmp_path_factory, ray_local, save_tiny_model):
     mp = pytest.MonkeyPatch()
     mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # V2 polls workers every 2 s by default
     root = tmp_path_factory.mktemp("train")
-    tok = load_tokenizer("tiny:tiny")
-    model = build_tiny_model("tiny", len(tok), seed=0)
-    model.save_pretrained(root / "tiny-model")
-    tok.save_pretrained(root / "tiny-model")
+    _, tok = save_tiny_model(root / "tiny-model", seed=0)
     bench = root / "bench.jsonl"
     bench.write_text("".join(json.dumps({"question": f"What is {i} + 7?", "answer": str(i + 7)}) + "\n"
                              for i in range(5)))
