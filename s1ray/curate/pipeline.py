@@ -5,7 +5,9 @@ pool, and adding a stage is one line. After the stages, the filter step
 (:func:`s1ray.curate.funnel.apply_filters`) turns scores into keep/drop decisions with a
 named reason. Each stage's output is stored as Parquet under ``<output_dir>/cache`` keyed
 by the config sections it depends on, the stages before it and the input files' content
-fingerprints, so a re-run with the same config and inputs reuses it.
+fingerprints, so a re-run with the same config and inputs reuses it. The model scoring stage
+also saves each finished block under ``<stage folder>/parts`` while it runs, so a re-run after
+a crash scores only the rows not saved yet (:func:`run_resumable`).
 
 Outputs in ``output_dir``: ``scored_pool.parquet`` (every read row, all columns below),
 ``kept.jsonl``, ``quarantine.jsonl``, ``funnel.json``, ``funnel.md``, ``funnel.png``.
@@ -28,11 +30,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from s1ray.cluster import init_ray
 from s1ray.curate import decontam, dedup, funnel, quality, scoring
 from s1ray.curate.config import CurateConfig
+from s1ray.io.checkpoint import BlockCheckpoint, config_key
 from s1ray.io.readers import SourceConfig, SourceError, read_source
 from s1ray.io.writers import write_jsonl
 from s1ray.records import SCHEMA, to_table
@@ -48,6 +52,9 @@ class Stage:
     run: Callable[[Any, CurateConfig], Any]
     depends_on: tuple[str, ...]  # config sections whose values change this stage's scores
     columns: dict[str, str]
+    # Row-local stage (each row's output depends on that row only): with the cache on, finished
+    # blocks are saved as they arrive and a re-run scores only the rows not saved yet.
+    resumable: bool = False
 
 
 STAGES: list[Stage] = [
@@ -56,7 +63,7 @@ STAGES: list[Stage] = [
     Stage("decontam", decontam.score_decontam, ("decontam", "eval_sets"), decontam.SCORE_COLUMNS),
     # Model stages run only on rows the rules keep, so they depend on the rule thresholds too.
     # Optional, so its columns (documented in scoring.SCORE_COLUMN_DOCS) are not listed here.
-    Stage("scoring", scoring.score_curated, ("quality", "dedup", "decontam", "scoring"), {}),
+    Stage("scoring", scoring.score_curated, ("quality", "dedup", "decontam", "scoring"), {}, resumable=True),
 ]
 
 
@@ -97,7 +104,7 @@ def fingerprint(spec: SourceConfig) -> str:
 
 
 def _key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return config_key(*parts)
 
 
 def _section(cfg: CurateConfig, name: str) -> Any:
@@ -166,16 +173,71 @@ def score_pool(ds, cfg: CurateConfig, cache_dir: Path | None = None, upstream: s
             info[stage.name] = {"status": "reused", "key": key, "seconds": 0.0}
             log(f"[curate] stage {stage.name}: reusing {done}")
             continue
-        ds = stage.run(ds, cfg)
-        if done is not None:  # without a cache the lazy plan continues and Ray fuses the maps
-            ds = ds.materialize()
-            if done.exists():
-                shutil.rmtree(done)
-            ds.write_parquet(str(done / "data"))
+        table, extra = run_resumable(stage, ds, cfg, done, log) if done and _resumable(stage, cfg) else (None, {})
+        if table is not None:  # saved block by block; now stored whole like any other stage
+            shutil.rmtree(done / "data", ignore_errors=True)  # a copy half-written before a kill
+            (done / "data").mkdir(parents=True)
+            pq.write_table(table, done / "data" / "part-0.parquet")
             (done / "_SUCCESS").write_text(key)
-        info[stage.name] = {"status": "computed", "key": key, "seconds": round(time.perf_counter() - t0, 2)}
+            shutil.rmtree(done / "parts", ignore_errors=True)  # its rows are in data/ now
+            ds = to_dataset(table, cfg.batch_size)
+        else:
+            ds = stage.run(ds, cfg)
+            if done is not None:  # without a cache the lazy plan continues and Ray fuses the maps
+                ds = ds.materialize()
+                if done.exists():
+                    shutil.rmtree(done)
+                ds.write_parquet(str(done / "data"))
+                (done / "_SUCCESS").write_text(key)
+        info[stage.name] = {"status": "computed", "key": key, "seconds": round(time.perf_counter() - t0, 2), **extra}
         log(f"[curate] stage {stage.name}: computed in {info[stage.name]['seconds']} s")
     return ds, info
+
+
+def _resumable(stage: Stage, cfg: CurateConfig) -> bool:
+    """Whether ``stage`` may run on a subset of rows and give each row the output a full run would."""
+    if not stage.resumable:
+        return False
+    if stage.name == "scoring":
+        d = cfg.scoring.domains
+        # Cluster refinement fits k-means on every row's embedding: not row-local.
+        return not (d.enabled and d.method == "embedding" and d.refine_clusters > 0)
+    return True
+
+
+def run_resumable(stage: Stage, ds, cfg: CurateConfig, done: Path,
+                  log: Callable[[str], None] = print) -> tuple[pa.Table | None, dict[str, Any]]:
+    """Run a row-local stage on the rows not saved yet under ``done/parts``, saving each output
+    block as it arrives; returns the whole stage output (saved + new rows, in ``row_index``
+    order) and ``{"rows", "resumed_rows"}``. ``(None, {})`` for an empty pool (run it plainly).
+    """
+    table = dedup.collect(ds)  # pool-sized, like a reused stage output
+    if table.num_rows == 0:
+        return None, {}
+    parts = BlockCheckpoint(done / "parts", ("row_index",), "parquet", warn=log)
+    finished, keys = parts.load()
+    pool_rows = table["row_index"]
+    finished = [t.filter(pc.is_in(t["row_index"], value_set=pool_rows)) for t in finished]
+    finished = [t for t in finished if t.num_rows]
+    saved = pa.array(sorted(k[0] for k in keys), pa.int64())
+    todo = table.filter(pc.invert(pc.is_in(pool_rows, value_set=saved)))
+    n_done = table.num_rows - todo.num_rows
+    if n_done:
+        log(f"[curate] stage {stage.name}: resuming: {n_done} of {table.num_rows} rows already done, "
+            f"{todo.num_rows} to go ({parts.folder})")
+    new: list[pa.Table] = []
+    if todo.num_rows:
+        out = stage.run(to_dataset(todo, cfg.batch_size), cfg)
+        for block in out.iter_batches(batch_size=None, batch_format="pyarrow"):
+            if block.num_rows:
+                parts.save(block)
+                new.append(block)
+    result = pa.concat_tables(finished + new, promote_options="default").sort_by("row_index")
+    expected = table.sort_by("row_index")["row_index"]
+    if result.num_rows != table.num_rows or not pc.all(pc.equal(result["row_index"], expected)).as_py():
+        raise RuntimeError(f"stage {stage.name}: {result.num_rows} output rows for {table.num_rows} input rows "
+                           f"(saved parts in {parts.folder}); delete that folder to recompute the stage")
+    return result, {"rows": table.num_rows, "resumed_rows": n_done}
 
 
 def filter_pool(ds, cfg: CurateConfig) -> pa.Table:

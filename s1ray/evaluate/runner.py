@@ -1,15 +1,19 @@
 """``s1ray evaluate``: every (question, method, budget) is one row of a Ray Data actor pool.
 
 Each actor loads the model once and runs budget forcing (or a baseline) on its batches with
-per-row budgets, then grades. The driver collects the samples and writes samples JSONL, a
-summary (JSON + Markdown) and the test-time scaling plot (accuracy vs average thinking tokens,
-one point per budget, as in s1's Figure 1).
+per-row budgets, then grades. The driver saves every finished block under
+``<output_dir>/parts-<key>/`` as it arrives (``key``: a fingerprint of everything that changes
+the generations, :func:`evaluation_key`), so a re-run of a job that died generates only the
+tasks not saved yet. Then it writes samples JSONL, a summary (JSON + Markdown) and the
+test-time scaling plot (accuracy vs average thinking tokens, one point per budget, as in s1's
+Figure 1). Delete the parts folder to generate everything again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ from s1ray.evaluate.budget_forcing import ForcedResult, budget_force, rejection_
 from s1ray.evaluate.config import EvaluateConfig
 from s1ray.evaluate.metrics import markdown_table, summarize
 from s1ray.grading import grade
+from s1ray.io.checkpoint import BlockCheckpoint, config_key, jsonable
 from s1ray.io.writers import write_jsonl
 
 log = logging.getLogger(__name__)
@@ -113,7 +118,94 @@ class EvaluateBatch:
         return {k: np.array([r[k] for r in rows], dtype=object) for k in rows[0]}
 
 
-def run_tasks_ray(cfg: EvaluateConfig, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+TASK_KEY = "_task"  # resume key of a task while it runs; not in the samples
+
+
+def task_keys(tasks: list[dict[str, Any]]) -> list[str]:
+    """One key per task: (benchmark, id, method, budget), plus the occurrence number so a
+    question that appears twice in a benchmark (same id) still gets two samples."""
+    seen: dict[tuple, int] = {}
+    keys = []
+    for t in tasks:
+        k = (t["benchmark"], t["id"], t["method"], int(t["budget"]))
+        seen[k] = seen.get(k, -1) + 1
+        keys.append(json.dumps([*k, seen[k]]))
+    return keys
+
+
+def _model_fingerprint(model: str) -> Any:
+    """A local model folder by its files' names, sizes and times: re-training into the same
+    folder must not reuse generations of the old weights (content hashing would read GBs)."""
+    path = Path(model)
+    if not path.is_dir():
+        return model
+    return [model] + sorted([str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns]
+                            for f in path.rglob("*") if f.is_file())
+
+
+def evaluation_key(cfg: EvaluateConfig, tasks: list[dict[str, Any]]) -> str:
+    """Fingerprint of what changes the generations: model (and its files), generation settings
+    except actor placement, budget forcing, methods, budgets, benchmarks, rejection sampling,
+    prompts, seed, and the tasks themselves (the benchmark files' content). Not output_dir,
+    progress, bootstrap or Ray settings: those leave every sample as it is."""
+    gen = cfg.generation.model_dump(mode="json", exclude={"concurrency", "num_cpus", "num_gpus"})
+    return config_key(
+        "evaluate-v1", gen, _model_fingerprint(cfg.generation.model),
+        cfg.budget_forcing.model_dump(mode="json"), cfg.methods, cfg.budgets,
+        [b.model_dump(mode="json") for b in cfg.benchmarks], cfg.rejection.model_dump(mode="json"),
+        cfg.token_conditional_prompt, cfg.uncapped_factor, cfg.system_prompt, cfg.math_instruction,
+        cfg.choice_instruction, cfg.seed, tasks)
+
+
+def parts_dir(cfg: EvaluateConfig, tasks: list[dict[str, Any]]) -> Path:
+    return Path(cfg.output_dir) / f"parts-{evaluation_key(cfg, tasks)}"
+
+
+def run_tasks_ray(cfg: EvaluateConfig, tasks: list[dict[str, Any]], resume: bool = False) -> list[dict[str, Any]]:
+    """Run every task on an actor pool; one sample per task, in task order.
+
+    With ``resume``, each finished block is saved under :func:`parts_dir` as it arrives and
+    tasks found there are not run again.
+    """
+    keys = task_keys(tasks)
+    keyed = [{**t, TASK_KEY: k} for t, k in zip(tasks, keys)]
+    store = BlockCheckpoint(parts_dir(cfg, tasks), (TASK_KEY,), "jsonl",
+                            warn=lambda m: _progress(f"warning: {m}")) if resume else None
+    by_key: dict[str, dict[str, Any]] = {}
+    if store is not None:
+        wanted = set(keys)
+        for block in store.load()[0]:
+            by_key.update((r[TASK_KEY], r) for r in block if r[TASK_KEY] in wanted)
+        if by_key:
+            _progress(f"resuming: {len(by_key)} of {len(tasks)} tasks already done, "
+                      f"{len(tasks) - len(by_key)} to go ({store.folder})")
+    todo = [t for t in keyed if t[TASK_KEY] not in by_key]
+    if todo:
+        for block in _generate(cfg, todo):
+            rows = [jsonable(_plain(r)) for r in block.to_pylist()]
+            if store is not None:
+                store.save(rows)
+            for r in rows:
+                if TASK_KEY not in r:
+                    raise RuntimeError(f"evaluation row without its {TASK_KEY!r} field (benchmark "
+                                       f"{r.get('benchmark')!r}, id {r.get('id')!r}): EvaluateBatch.run must "
+                                       "return every task field")
+                by_key[r[TASK_KEY]] = r
+    missing = [k for k in keys if k not in by_key]
+    if missing:
+        raise RuntimeError(f"{len(missing)} of {len(tasks)} tasks got no sample, e.g. {missing[0]}")
+    return [{k: v for k, v in by_key[key].items() if k != TASK_KEY} for key in keys]
+
+
+def _progress(message: str) -> None:
+    """Progress on stderr: the CLI prints its JSON summary on stdout."""
+    log.info(message)
+    print(f"[evaluate] {message}", file=sys.stderr, flush=True)
+
+
+def _generate(cfg: EvaluateConfig, tasks: list[dict[str, Any]]):
+    """Output blocks of the actor pool as they finish (any order)."""
+    import pyarrow as pa
     import ray
 
     from s1ray.models.generation import actor_cpus
@@ -122,11 +214,15 @@ def run_tasks_ray(cfg: EvaluateConfig, tasks: list[dict[str, Any]]) -> list[dict
     resources: dict[str, float] = {"num_cpus": actor_cpus(cfg.generation)}
     if cfg.generation.num_gpus:
         resources["num_gpus"] = cfg.generation.num_gpus
-    ds = ray.data.from_items(tasks).map_batches(
+    # One input block per batch: each actor call returns its own output block, which the
+    # driver saves at once (blocks of several batches would come back only when all finish).
+    bs = cfg.generation.batch_size
+    blocks = [pa.Table.from_pylist(tasks[i:i + bs]) for i in range(0, len(tasks), bs)]
+    ds = ray.data.from_arrow(blocks).map_batches(
         EvaluateBatch, fn_constructor_kwargs={"cfg": cfg},
         compute=ray.data.ActorPoolStrategy(size=cfg.generation.concurrency),
-        batch_size=cfg.generation.batch_size, batch_format="numpy", **resources)
-    return [_plain(r) for r in ds.take_all()]
+        batch_size=bs, batch_format="numpy", **resources)
+    yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
@@ -192,7 +288,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     log.info("evaluating %d tasks (%s)", len(tasks), ", ".join(f"{k}: {v['questions']} questions"
                                                                 for k, v in stats.items()))
     init_ray(cfg.ray)
-    samples = run_tasks_ray(cfg, tasks)
+    samples = run_tasks_ray(cfg, tasks, resume=True)
     samples.sort(key=lambda s: (s["benchmark"], s["method"], s["budget"], s["id"]))
     summary = summarize(samples, cfg.bootstrap_samples, cfg.seed)
     paths = write_outputs(cfg, samples, summary, stats, time.time() - t0)
