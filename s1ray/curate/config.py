@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from s1ray.config import RayConfig, StrictModel
 from s1ray.curate.scoring import ScoringConfig
 from s1ray.io.readers import SourceConfig
@@ -18,9 +20,21 @@ Required = Literal["thinking", "attempt", "answer", "solution", "answer_or_solut
 
 
 class QualityConfig(StrictModel):
-    """Rule-based quality filter after s1 (Section 2: API errors, formatting issues)."""
+    """Rule-based quality filter after s1 (Section 2: API errors, formatting issues).
+
+    ``rules`` picks the rule set. ``s1`` is s1's exact one (data/filter.ipynb cell 7): drop a
+    question holding ``[asy]`` unless its source_type contains "AIME" (such a question is kept
+    whatever else it holds), ``![Image]``, any ``p{i}.`` with i in 1..999, or a match of
+    ``\\*\\*(?=.*\\d)[^\\s\\]]*\\*\\*`` (a bold run with a digit later on its line); all
+    case-sensitive. ``require`` still applies (s1 dropped rows with missing features);
+    ``min_words``, the API-error, missing-figure and numbering rules are s1ray's and are off under
+    ``s1``. ``s1ray`` (default) is broader: any figure reference without the figure, AoPS-style
+    numbered lists, API-error text, too-short questions, and ``[asy]`` kept only for
+    ``asy_whitelist`` sources.
+    """
 
     enabled: bool = True
+    rules: Literal["s1ray", "s1"] = "s1ray"
     # Which fields a kept row must have. A raw question pool has no traces yet, so the default
     # only asks for a reference answer or solution; for an s1K-shaped pool add "thinking".
     require: list[Required] = ["answer_or_solution"]
@@ -60,17 +74,28 @@ class DedupConfig(StrictModel):
 class DecontamConfig(StrictModel):
     """N-gram decontamination against evaluation sets (s1 uses 8-grams).
 
-    Two holes of plain n-gram overlap are closed: evaluation problems shorter than ``n`` words
-    are caught by an exact normalized match, and n-grams that are common phrasing (found in
-    more than ``max_eval_df`` evaluation problems or more than ``max_pool_df`` pool rows)
-    never flag a row on their own.
+    ``rule: s1`` is s1's exact rule (data/decontaminate_util.py, collect_data.py): lowercase,
+    split on whitespace, and any ``n``-gram shared with an evaluation problem drops the row; no
+    exemption, no exact match (the other knobs below are not used).
+
+    ``rule: distinctive`` (default) closes two holes of plain n-gram overlap and ignores
+    boilerplate: words are lowercase alphanumeric runs (punctuation and LaTeX markup do not hide
+    a copy); evaluation problems shorter than ``n`` words are caught by an exact normalized
+    match; n-grams that are common phrasing (found in more than ``max_eval_df`` evaluation
+    problems or more than ``max_pool_df`` pool rows) do not flag a row on their own. A row that
+    shares at least ``copy_fraction`` of one evaluation problem's n-grams is a copy of it and is
+    flagged whatever the commonness of those n-grams, and copies never count towards
+    ``max_pool_df``: so however many reworded copies of a problem a pool holds, each is caught,
+    and the exemption never unflags them.
     """
 
     enabled: bool = True
-    n: int = 8
-    min_matches: int = 1  # distinctive n-grams a row must share with one benchmark
+    rule: Literal["distinctive", "s1"] = "distinctive"
+    n: int = Field(8, ge=1)
+    min_matches: int = Field(1, ge=1)  # distinctive n-grams a row must share with one benchmark
     max_eval_df: int = 2
     max_pool_df: int = 3
+    copy_fraction: float = Field(0.5, gt=0, le=1)
     exact_match: bool = True
 
 

@@ -1,15 +1,24 @@
 """Decontamination against evaluation sets: word n-gram overlap plus exact normalized match.
 
-A pool row is contaminated by a benchmark when it shares at least ``min_matches``
-*distinctive* word n-grams with that benchmark's problems, or when its normalized text equals
-one of them. The exact match catches evaluation problems shorter than ``n`` words (which have
-no n-gram at all). An n-gram is *common phrasing*, and never counts, when it occurs in more
-than ``max_eval_df`` evaluation problems or in more than ``max_pool_df`` distinct pool
-questions ("express your answer as a decimal to the nearest ...").
+Two rules (``DecontamConfig.rule``):
+
+- ``s1``: s1's own (data/decontaminate_util.py): lowercase whitespace words, any shared n-gram
+  flags the row.
+- ``distinctive`` (default): a pool row is contaminated by a benchmark when it shares at least
+  ``min_matches`` *distinctive* word n-grams with that benchmark's problems, when its normalized
+  text equals one of them (catches evaluation problems shorter than ``n`` words, which have no
+  n-gram at all), or when it is a *copy* of one evaluation problem: it shares at least
+  ``copy_fraction`` of that problem's n-grams, common or not. An n-gram is *common phrasing*,
+  and does not count as distinctive, when it occurs in more than ``max_eval_df`` evaluation
+  problems or in more than ``max_pool_df`` distinct pool questions that are not themselves
+  copies ("express your answer as a decimal to the nearest ..."). Because copies neither need
+  distinctive n-grams nor count towards the pool frequency, adding more copies of an evaluation
+  problem to a pool can never unflag any of them.
 
 Columns added: ``contam_benchmarks`` (comma-separated benchmark names, '' if clean),
-``contam_ngrams`` (distinctive n-grams shared with the first named benchmark),
-``contam_exact`` (normalized text equals an evaluation problem).
+``contam_ngrams`` (n-grams shared with the first named benchmark: distinctive ones under
+``distinctive``, all under ``s1``), ``contam_exact`` (normalized text equals an evaluation
+problem).
 """
 
 from __future__ import annotations
@@ -45,6 +54,11 @@ class EvalIndex:
     exact_ids: dict[str, int]  # question_id -> benchmark bitmask
     n_problems: dict[str, int]
     n_short: dict[str, int]  # problems shorter than n words (only the exact match can catch them)
+    # n-gram -> evaluation problems holding it (CSR: doc_ids[doc_offsets[g]:doc_offsets[g+1]])
+    doc_offsets: np.ndarray | None = None
+    doc_ids: np.ndarray | None = None
+    doc_ngrams: np.ndarray | None = None  # per evaluation problem: its distinct n-grams
+    doc_bench: np.ndarray | None = None  # per evaluation problem: its benchmark index
 
     @property
     def bitmap(self) -> np.ndarray:
@@ -65,7 +79,7 @@ def build_index(questions: dict[str, list[str]], cfg: DecontamConfig) -> EvalInd
     doc_base = 0
     for b, name in enumerate(names):
         qs = questions[name]
-        toks = text.Tokens(pa.array(qs, pa.string()), words_only=True)
+        toks = _tokens(pa.array(qs, pa.string()), cfg)
         h, d = text.ngram_hashes(toks, cfg.n)
         hashes.append(h)
         docs.append(d + doc_base)
@@ -81,8 +95,17 @@ def build_index(questions: dict[str, list[str]], cfg: DecontamConfig) -> EvalInd
     uniq, inv, df = np.unique(pairs[:, 0], return_inverse=True, return_counts=True)
     mask = np.zeros(len(uniq), np.int64)
     np.bitwise_or.at(mask, inv, (np.int64(1) << bod[pairs[:, 1].astype(np.int64)]).astype(np.int64))
+    offsets = np.r_[0, np.cumsum(df)].astype(np.int64)
+    doc_ids = pairs[:, 1].astype(np.int64)  # pairs are sorted by n-gram, so this is the CSR body
     return EvalIndex(names=names, ngrams=uniq, bench_mask=mask, eval_common=df > cfg.max_eval_df,
-                     exact_ids=exact, n_problems={k: len(v) for k, v in questions.items()}, n_short=n_short)
+                     exact_ids=exact, n_problems={k: len(v) for k, v in questions.items()}, n_short=n_short,
+                     doc_offsets=offsets, doc_ids=doc_ids, doc_ngrams=np.bincount(doc_ids, minlength=doc_base),
+                     doc_bench=bod)
+
+
+def _tokens(texts: pa.Array, cfg: DecontamConfig) -> text.Tokens:
+    """s1 splits lowercase text on whitespace; ``distinctive`` uses alphanumeric word runs."""
+    return text.Tokens(texts, whitespace=True) if cfg.rule == "s1" else text.Tokens(texts, words_only=True)
 
 
 def load_eval_sets(sources: list[SourceConfig]) -> dict[str, list[str]]:
@@ -96,7 +119,7 @@ def load_eval_sets(sources: list[SourceConfig]) -> dict[str, list[str]]:
 
 def decontam_features(batch: pa.Table, index: EvalIndex, cfg: DecontamConfig) -> pa.Table:
     """Per batch: which evaluation n-grams each row contains, and exact-match bitmasks."""
-    toks = text.Tokens(batch["question"].combine_chunks(), words_only=True)
+    toks = _tokens(batch["question"].combine_chunks(), cfg)
     h, d = text.ngram_hashes(toks, cfg.n)
     # A bitmap of the evaluation n-grams' low bits discards almost every pool n-gram cheaply;
     # only the few candidates are looked up exactly.
@@ -113,7 +136,7 @@ def decontam_features(batch: pa.Table, index: EvalIndex, cfg: DecontamConfig) ->
     offsets = np.r_[0, np.cumsum(counts)].astype(np.int32)
     matched = pa.ListArray.from_arrays(pa.array(offsets), pa.array(uniq[:, 1].astype(np.int64)))
     exact = np.zeros(batch.num_rows, np.int64)
-    if cfg.exact_match and index.exact_ids:
+    if cfg.exact_match and cfg.rule != "s1" and index.exact_ids:
         ids = batch["id"].combine_chunks()
         keys = list(index.exact_ids)
         where = pc.index_in(ids, value_set=pa.array(keys)).to_numpy(zero_copy_only=False)
@@ -124,24 +147,49 @@ def decontam_features(batch: pa.Table, index: EvalIndex, cfg: DecontamConfig) ->
                      "exact_mask": pa.array(exact)})
 
 
+def _copies(row_of: np.ndarray, flat: np.ndarray, index: EvalIndex, n_total: int, fraction: float) -> np.ndarray:
+    """Per pool row, a benchmark bitmask: the row shares >= ``fraction`` of one of its problems' n-grams."""
+    out = np.zeros(n_total, np.int64)
+    if not len(flat) or index.doc_offsets is None:
+        return out
+    starts, lens = index.doc_offsets[flat], np.diff(index.doc_offsets)[flat]
+    total = int(lens.sum())
+    pos = np.arange(total) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(starts, lens)
+    docs = index.doc_ids[pos]
+    rows = np.repeat(row_of, lens)
+    n_docs = len(index.doc_ngrams)
+    key, shared = np.unique(rows.astype(np.int64) * n_docs + docs, return_counts=True)
+    r, d = key // n_docs, key % n_docs
+    hit = shared >= fraction * index.doc_ngrams[d]
+    np.bitwise_or.at(out, r[hit], np.int64(1) << index.doc_bench[d[hit]].astype(np.int64))
+    return out
+
+
 def find_contamination(feats: pa.Table, index: EvalIndex, cfg: DecontamConfig, n_total: int) -> dict:
-    """The global step: drop common n-grams, count distinctive matches per benchmark."""
+    """The global step: per benchmark, rows with matching n-grams (after the common-phrase filter)."""
     ri = feats["row_index"].to_numpy()
     matched = feats["matched"].combine_chunks()
     lens = pc.list_value_length(matched).to_numpy(zero_copy_only=False)
     flat = matched.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
     row_of = np.repeat(ri, lens)
-    _, id_codes = np.unique(np.asarray(feats["id"].to_numpy(zero_copy_only=False)), return_inverse=True)
-    id_of = np.repeat(id_codes, lens)
-    # Pool document frequency of each matched n-gram, over distinct questions.
+    nb = len(index.names)
+    copies = np.zeros(n_total, np.int64)
     pool_df = np.zeros(len(index.ngrams), np.int64)
-    if len(flat):
-        k = np.unique(flat * (int(id_of.max()) + 1) + id_of)
-        pool_df += np.bincount(k // (int(id_of.max()) + 1), minlength=len(pool_df))
-    common = index.eval_common | (pool_df > cfg.max_pool_df)
+    common = np.zeros(len(index.ngrams), bool)
+    if cfg.rule == "distinctive":
+        copies = _copies(row_of, flat, index, n_total, cfg.copy_fraction)
+        # Pool document frequency of each matched n-gram, over distinct questions that are not
+        # copies of an evaluation problem (so copies can never make their own n-grams "common").
+        _, id_codes = np.unique(np.asarray(feats["id"].to_numpy(zero_copy_only=False)), return_inverse=True)
+        id_of = np.repeat(id_codes, lens)
+        counted = copies[row_of] == 0 if len(flat) else np.zeros(0, bool)
+        if counted.any():
+            m = int(id_of.max()) + 1
+            k = np.unique(flat[counted] * m + id_of[counted])
+            pool_df += np.bincount(k // m, minlength=len(pool_df))
+        common = index.eval_common | (pool_df > cfg.max_pool_df)
     keep = ~common[flat] if len(flat) else np.zeros(0, bool)
     row_of, flat = row_of[keep], flat[keep]
-    nb = len(index.names)
     counts = np.zeros((n_total, nb), np.int32)
     for b in range(nb):
         has_b = (index.bench_mask[flat] >> b) & 1 == 1
@@ -149,7 +197,8 @@ def find_contamination(feats: pa.Table, index: EvalIndex, cfg: DecontamConfig, n
     exact = np.zeros(n_total, np.int64)
     exact[ri] = feats["exact_mask"].to_numpy()
     bits = np.arange(nb)
-    flagged = (counts >= cfg.min_matches) | (((exact[:, None] >> bits) & 1) == 1)
+    min_matches = 1 if cfg.rule == "s1" else cfg.min_matches
+    flagged = (counts >= min_matches) | (((exact[:, None] >> bits) & 1) == 1) | (((copies[:, None] >> bits) & 1) == 1)
     names = np.array(index.names + [""], dtype=object)
     labels = np.full(n_total, "", dtype=object)
     first_count = np.zeros(n_total, np.int32)
@@ -157,8 +206,10 @@ def find_contamination(feats: pa.Table, index: EvalIndex, cfg: DecontamConfig, n
         hit = np.flatnonzero(flagged[r])
         labels[r] = ",".join(names[hit])
         first_count[r] = counts[r, hit[0]]
-    n_common = {"eval": int(index.eval_common.sum()), "pool": int((pool_df > cfg.max_pool_df).sum())}
-    return {"labels": labels, "ngrams": first_count, "exact": exact != 0, "n_common": n_common}
+    n_common = {"eval": int(index.eval_common.sum()) if cfg.rule == "distinctive" else 0,
+                "pool": int((pool_df > cfg.max_pool_df).sum()) if cfg.rule == "distinctive" else 0}
+    return {"labels": labels, "ngrams": first_count, "exact": exact != 0, "n_common": n_common,
+            "copies": copies != 0}
 
 
 def attach_decontam(batch: pa.Table, labels: np.ndarray, ngrams: np.ndarray, exact: np.ndarray) -> pa.Table:

@@ -9,6 +9,8 @@ batches with pyarrow's RE2 kernels.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,9 +36,19 @@ FIGURE_PRESENT = r"(?i)(\[asy\]|\\begin\{tikzpicture\}|\|\s*:?-{3,})"
 NUMBERING_MARKER = r"(?m)(^|\s)pb?\d+\s*[.)]\s"
 PROBLEM_HEADER = r"(?im)^\s*problem\s+\d+\s*[.:]"
 
+# s1's rule set (data/filter.ipynb cell 7), all case-sensitive. ``p[1-9][0-9]{0,2}\.`` is exactly
+# ``any(f"p{i}." in q for i in range(1, 1000))``. The bold rule needs a look-ahead, which RE2 lacks:
+# it runs with Python's ``re`` on the rows that hold "**" at all.
+S1_ASY = "[asy]"
+S1_IMAGE = "![Image]"
+S1_NUMBERING = r"p[1-9][0-9]{0,2}\."
+S1_BOLD_DIGIT = re.compile(r"\*\*(?=.*\d)[^\s\]]*\*\*")
+S1_ASY_KEEP = "AIME"  # an [asy] question whose source_type contains this is kept (whatever else it holds)
+
 # Reasons in the order they are checked; a row gets the first that applies.
 REASONS = ("too_short", "missing_thinking", "missing_attempt", "missing_answer", "missing_solution",
-           "missing_answer_or_solution", "api_error", "asy_diagram", "missing_figure", "numbering")
+           "missing_answer_or_solution", "api_error", "asy_diagram", "missing_figure", "numbering",
+           "image", "bold_digit")
 
 SCORE_COLUMNS = {
     "q_chars": "characters in the question",
@@ -49,6 +61,10 @@ SCORE_COLUMNS = {
     "flag_asy": "question holds an [asy] diagram",
     "flag_missing_figure": "question refers to a figure/image that is not in the text",
     "flag_numbering": "question is a numbered list of problems (p1. / Problem 1 ... Problem 2)",
+    "flag_s1_asy": "s1: question contains '[asy]' (case-sensitive)",
+    "flag_s1_image": "s1: question contains '![Image]'",
+    "flag_s1_numbering": "s1: question contains 'p{i}.' for some i in 1..999",
+    "flag_s1_bold_digit": "s1: question matches \\*\\*(?=.*\\d)[^\\s\\]]*\\*\\*",
 }
 
 
@@ -75,6 +91,22 @@ def _any_trace(traces: pa.Array, pattern: str | None = None) -> np.ndarray:
     return out
 
 
+def s1_flags(questions: pa.Array | pa.ChunkedArray) -> dict[str, pa.Array]:
+    """s1's four string rules as boolean columns (see :data:`S1_BOLD_DIGIT`)."""
+    q = questions.combine_chunks() if isinstance(questions, pa.ChunkedArray) else questions
+    bold = _match(q, r"\*\*").to_numpy(zero_copy_only=False).copy()
+    if bold.any():
+        texts = q.to_pylist()
+        for i in np.flatnonzero(bold):
+            bold[i] = S1_BOLD_DIGIT.search(texts[i]) is not None
+    return {
+        "flag_s1_asy": pc.fill_null(pc.match_substring(q, S1_ASY), False),
+        "flag_s1_image": pc.fill_null(pc.match_substring(q, S1_IMAGE), False),
+        "flag_s1_numbering": _match(q, S1_NUMBERING),
+        "flag_s1_bold_digit": pa.array(bold, pa.bool_()),
+    }
+
+
 def quality_columns(batch: pa.Table) -> pa.Table:
     """Add the quality score/flag columns to a batch of canonical records."""
     q = batch["question"].combine_chunks()
@@ -96,6 +128,7 @@ def quality_columns(batch: pa.Table) -> pa.Table:
         "flag_asy": _match(q, ASY),
         "flag_missing_figure": figure,
         "flag_numbering": numbering,
+        **s1_flags(q),
     }
     for name, col in cols.items():
         batch = batch.append_column(name, col)
@@ -113,9 +146,11 @@ def quality_reason(batch: pa.Table, cfg: QualityConfig) -> np.ndarray:
         "solution": col("has_solution"),
     }
     has["answer_or_solution"] = has["answer"] | has["solution"]
-    checks = [("too_short", batch["q_words"].to_numpy() < cfg.min_words)]
-    checks += [(f"missing_{f}", ~has[f]) for f in ("thinking", "attempt", "answer", "solution",
+    missing = [(f"missing_{f}", ~has[f]) for f in ("thinking", "attempt", "answer", "solution",
                                                     "answer_or_solution") if f in cfg.require]
+    if cfg.rules == "s1":
+        return _s1_reason(batch, missing, whitelisted)
+    checks = [("too_short", batch["q_words"].to_numpy() < cfg.min_words)] + missing
     if cfg.drop_api_error:
         checks.append(("api_error", col("flag_api_error")))
     checks.append(("asy_diagram", col("flag_asy") & ~whitelisted))
@@ -124,6 +159,25 @@ def quality_reason(batch: pa.Table, cfg: QualityConfig) -> np.ndarray:
     if cfg.drop_numbering:
         checks.append(("numbering", col("flag_numbering")))
     reason = np.full(n, "", dtype=object)
+    for name, mask in reversed(checks):  # earlier checks win
+        reason[mask] = name
+    return reason
+
+
+def _s1_reason(batch: pa.Table, missing: list[tuple[str, np.ndarray]], whitelisted: np.ndarray) -> np.ndarray:
+    """s1's cell 7: keep = (none of the four patterns) or ([asy] and "AIME" in source_type)."""
+    names = ("flag_s1_asy", "flag_s1_image", "flag_s1_numbering", "flag_s1_bold_digit")
+    if all(n in batch.column_names for n in names):
+        flags = {n: batch[n].to_numpy(zero_copy_only=False).astype(bool) for n in names}
+    else:  # a cached pool scored before these flags existed: compute them from the question
+        flags = {n: a.to_numpy(zero_copy_only=False).astype(bool) for n, a in s1_flags(batch["question"]).items()}
+    source_type = pc.fill_null(batch["source_type"].combine_chunks(), "")
+    aime = pc.match_substring(source_type, S1_ASY_KEEP).to_numpy(zero_copy_only=False).astype(bool)
+    asy_kept = flags["flag_s1_asy"] & (aime | whitelisted)
+    checks = missing + [(reason, flags[n] & ~asy_kept) for reason, n in (
+        ("asy_diagram", "flag_s1_asy"), ("image", "flag_s1_image"), ("numbering", "flag_s1_numbering"),
+        ("bold_digit", "flag_s1_bold_digit"))]
+    reason = np.full(batch.num_rows, "", dtype=object)
     for name, mask in reversed(checks):  # earlier checks win
         reason[mask] = name
     return reason

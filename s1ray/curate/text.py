@@ -61,9 +61,14 @@ def hash_strings(values: pa.Array | list[str]) -> np.ndarray:
 class Tokens:
     """The tokens of a batch of texts as one flat array with per-document offsets."""
 
-    def __init__(self, texts: pa.Array, words_only: bool = False):
+    def __init__(self, texts: pa.Array, words_only: bool = False, whitespace: bool = False):
+        """``words_only``: lowercase alphanumeric runs; ``whitespace``: lowercase text split on
+        whitespace only, punctuation kept in the words (s1's decontamination); neither: words,
+        numbers and single symbols, case kept."""
         texts = pc.fill_null(texts, "")
-        if words_only:
+        if whitespace:
+            spaced = pc.utf8_lower(texts)
+        elif words_only:
             spaced = pc.replace_substring_regex(pc.utf8_lower(texts), _NON_WORD, " ")
         else:  # case is kept in the vocabulary (ALL-CAPS words are content) but not in hashes
             spaced = pc.replace_substring_regex(texts, _SPLIT_MATH, r" \1 ")
