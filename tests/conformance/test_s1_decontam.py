@@ -57,7 +57,7 @@ def test_identical_copies_are_flagged():
 def test_copies_do_not_make_a_partial_quote_common():
     """Copies never count towards the pool frequency: a row quoting a third of the problem stays
     flagged when five full copies sit beside it (it would be exempted if they counted)."""
-    quote = "Riddle: " + " ".join(AIME24.split()[:30]) + " ... and so on, about a very different walk."
+    quote = "Riddle: " + " ".join(AIME24.split()[1:31]) + " ... and so on, about a very different walk."
     pool = [w + AIME24[len("Every"):] for w in FIRST_WORDS[:5]] + [quote] + OTHER
     assert _labels(pool, DecontamConfig())[5] == "aime24"
 
