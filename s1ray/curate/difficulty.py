@@ -71,41 +71,79 @@ class SolverAttempts:
         self.keep_responses = keep_responses
 
     def prompt(self, question: Any, choices: list[str] | None) -> str:
-        template = self.solver.choice_prompt if choices else self.solver.prompt
-        return self.gen.chat_prompt(template.format(question=format_question(question, choices)))
+        return solver_prompt(self.gen, self.solver, question, choices)
 
     def __call__(self, df: pd.DataFrame) -> pd.DataFrame:
-        from s1ray.grading import grade, judge_grade
+        from s1ray.grading import judge_grade
 
         n = len(df)
         choices = [row_choices(df, i) for i in range(n)]
         outs = self.gen.generate([self.prompt(df["question"].iat[i], choices[i]) for i in range(n)])
-        refs = list(df["answer"]) if "answer" in df.columns else [None] * n
-        correct, extracted, reasons = [], [], []
-        for i, g in enumerate(outs):
-            ref = None if is_null(refs[i]) else refs[i]
-            if g.finish_reason == "error":
-                res_c, res_x, res_r = None, None, f"generation error: {g.error}"
-            elif ref is None:
-                res_c, res_x, res_r = None, None, "no reference answer"
-            else:
-                gr = grade(g.text, str(ref), choices=choices[i])
-                res_c, res_x, res_r = gr.correct, gr.extracted, gr.reason
-                if self.judge is not None and (self.judge_mode == "always" or gr.correct is None):
-                    jg = judge_grade(str(df["question"].iat[i]), g.text, str(ref), self.judge)
-                    if jg.correct is not None:
-                        res_c, res_r = jg.correct, f"{jg.reason} ({res_r})"
-            correct.append(res_c)
-            extracted.append(res_x)
-            reasons.append(res_r)
-        out = df.copy()
-        out[f"{self.prefix}_correct"] = pd.array(correct, dtype="boolean")
-        out[f"{self.prefix}_extracted"] = extracted
-        out[f"{self.prefix}_reason"] = reasons
-        out[f"{self.prefix}_tokens"] = np.array([g.n_tokens for g in outs], dtype=np.int64)
-        if self.keep_responses:
-            out[f"{self.prefix}_response"] = [g.text for g in outs]
-        return out
+        correct, extracted, reasons, errors = rule_grades(df, outs)
+        if self.judge is not None:
+            for i in np.flatnonzero(judge_wanted(df, outs, correct, self.judge_mode)):
+                jg = judge_grade(str(df["question"].iat[i]), outs[i].text, str(df["answer"].iat[i]), self.judge)
+                correct[i], reasons[i], errors[i] = with_judgement(correct[i], reasons[i], errors[i], jg)
+        return solver_columns(df, self.prefix, outs, correct, extracted, reasons, errors, self.keep_responses)
+
+
+def solver_prompt(gen: Any, solver: SolverConfig, question: Any, choices: list[str] | None) -> str:
+    """The solver's chat prompt (``gen`` renders the model's chat template)."""
+    template = solver.choice_prompt if choices else solver.prompt
+    return gen.chat_prompt(template.format(question=format_question(question, choices)))
+
+
+def rule_grades(df: pd.DataFrame, outs: list[Any]) -> tuple[list, list, list, list]:
+    """(correct, extracted, reason, error) per row: rule-based grading of each solver generation."""
+    from s1ray.grading import grade
+
+    refs = list(df["answer"]) if "answer" in df.columns else [None] * len(df)
+    correct, extracted, reasons, errors = [], [], [], []
+    for i, g in enumerate(outs):
+        ref = None if is_null(refs[i]) else refs[i]
+        err = None
+        if g.finish_reason == "error":
+            res_c, res_x, res_r, err = None, None, f"generation error: {g.error}", str(g.error)
+        elif ref is None:
+            res_c, res_x, res_r = None, None, "no reference answer"
+        else:
+            gr = grade(g.text, str(ref), choices=row_choices(df, i))
+            res_c, res_x, res_r = gr.correct, gr.extracted, gr.reason
+        correct.append(res_c)
+        extracted.append(res_x)
+        reasons.append(res_r)
+        errors.append(err)
+    return correct, extracted, reasons, errors
+
+
+def judge_wanted(df: pd.DataFrame, outs: list[Any], correct: list, judge_mode: str) -> np.ndarray:
+    """Rows the LLM judge grades: a generated answer and a reference, and (fallback) no rule verdict."""
+    refs = list(df["answer"]) if "answer" in df.columns else [None] * len(df)
+    return np.array([g is not None and g.finish_reason != "error" and not is_null(refs[i])
+                     and (judge_mode == "always" or correct[i] is None)
+                     for i, g in enumerate(outs)], dtype=bool)
+
+
+def with_judgement(correct: Any, reason: Any, error: Any, jg: Any) -> tuple[Any, Any, Any]:
+    """A judge's verdict overrides the rule grade; a failed judge call is recorded as the row's error."""
+    if jg.correct is not None:
+        return jg.correct, f"{jg.reason} ({reason})", error
+    if str(jg.reason).startswith("judge failed"):
+        return correct, reason, error or jg.reason
+    return correct, reason, error
+
+
+def solver_columns(df: pd.DataFrame, prefix: str, outs: list[Any], correct: list, extracted: list, reasons: list,
+                   errors: list, keep_responses: bool) -> pd.DataFrame:
+    out = df.copy()
+    out[f"{prefix}_correct"] = pd.array(correct, dtype="boolean")
+    out[f"{prefix}_extracted"] = extracted
+    out[f"{prefix}_reason"] = reasons
+    out[f"{prefix}_tokens"] = np.array([g.n_tokens for g in outs], dtype=np.int64)
+    out[f"{prefix}_error"] = errors
+    if keep_responses:
+        out[f"{prefix}_response"] = [g.text for g in outs]
+    return out
 
 
 def add_failures(df: pd.DataFrame, solver_names: list[str]) -> pd.DataFrame:

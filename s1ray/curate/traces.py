@@ -109,6 +109,11 @@ def split_teacher_output(text: str) -> tuple[str, str]:
     return text, (paragraphs[-1].strip() if paragraphs else "")
 
 
+def teacher_prompt(gen: Any, cfg: TracesConfig, question: str) -> str:
+    """The teacher's chat prompt for one (formatted) question; ``gen`` renders the chat template."""
+    return gen.chat_prompt(cfg.prompt.format(question=question))
+
+
 def failure_reason(text: str, finish: str, error: str | None, cfg: TracesConfig) -> str | None:
     """Why a teacher generation is unusable, or None."""
     if error or finish == "error":
@@ -142,7 +147,7 @@ class TeacherTraces:
         return self._gen
 
     def _generate(self, questions: list[str], temperature: float | None) -> list[Any]:
-        prompts = [self.gen.chat_prompt(self.cfg.prompt.format(question=q)) for q in questions]
+        prompts = [teacher_prompt(self.gen, self.cfg, q) for q in questions]
         if temperature is None or getattr(self.gen, "cfg", None) is None:
             return self.gen.generate(prompts)
         old = self.gen.cfg
@@ -153,12 +158,10 @@ class TeacherTraces:
             self.gen.cfg = old
 
     def __call__(self, df: pd.DataFrame) -> pd.DataFrame:
-        from s1ray.grading import grade
-
         n = len(df)
         need = ~has_trace(df)
-        thinking = [None] * n
-        attempt = [None] * n
+        thinking: list[str | None] = [None] * n
+        attempt: list[str | None] = [None] * n
         error: list[str | None] = [None] * n
         todo = list(np.flatnonzero(need))
         for round_ in range(self.cfg.max_attempts):
@@ -168,33 +171,49 @@ class TeacherTraces:
             outs = self._generate([format_question(df["question"].iat[i], row_choices(df, i)) for i in todo], temp)
             still = []
             for i, g in zip(todo, outs):
-                reason = failure_reason(g.text, g.finish_reason, g.error, self.cfg)
-                if reason is None:
-                    thinking[i], attempt[i] = split_teacher_output(g.text)
-                    error[i] = None
-                else:
-                    error[i] = f"{reason} (after {round_ + 1} attempt(s))"
+                thinking[i], attempt[i], error[i] = attempt_outcome(g, self.cfg, round_)
+                if error[i] is not None:
                     still.append(i)
             todo = still
-        own_think = [_first_trace(v) for v in df["thinking"]] if "thinking" in df.columns else [""] * n
-        own_attempt = list(df["attempt"]) if "attempt" in df.columns else [None] * n
-        out = df.copy()
-        out["teacher_thinking"] = thinking
-        out["teacher_attempt"] = attempt
-        out["trace_source"] = [("original" if not need[i] else "teacher" if thinking[i] else None) for i in range(n)]
-        out["trace_thinking"] = [own_think[i] if not need[i] else thinking[i] for i in range(n)]
-        out["trace_attempt"] = [own_attempt[i] if not need[i] else attempt[i] for i in range(n)]
-        out["trace_error"] = error
-        correct: list[bool | None] = []
-        for i in range(n):
-            given = df["attempt_correct"].iat[i] if "attempt_correct" in df.columns and not need[i] else None
-            if not is_null(given):
-                correct.append(bool(given))
-                continue
-            resp, ref = out["trace_attempt"].iat[i], df["answer"].iat[i] if "answer" in df.columns else None
-            if is_null(resp) or not resp or is_null(ref):
-                correct.append(None)
-                continue
-            correct.append(grade(str(resp), str(ref), choices=row_choices(df, i)).correct)
-        out["trace_correct"] = pd.array(correct, dtype="boolean")
-        return out
+        return resolve_traces(df, need, thinking, attempt, error)
+
+
+def attempt_outcome(g: Any, cfg: TracesConfig, round_: int) -> tuple[str | None, str | None, str | None]:
+    """(thinking, attempt, error) of one teacher generation in round ``round_`` (0-based)."""
+    reason = failure_reason(g.text, g.finish_reason, g.error, cfg)
+    if reason is None:
+        thinking, attempt = split_teacher_output(g.text)
+        return thinking, attempt, None
+    return None, None, f"{reason} (after {round_ + 1} attempt(s))"
+
+
+def resolve_traces(df: pd.DataFrame, need: np.ndarray, thinking: list, attempt: list, error: list) -> pd.DataFrame:
+    """``df`` plus the teacher columns and the resolved trace (source's own, else the teacher's), graded."""
+    from s1ray.grading import grade
+
+    n = len(df)
+    thinking = [None if is_null(v) else v for v in thinking]
+    attempt = [None if is_null(v) else v for v in attempt]
+    error = [None if is_null(v) else v for v in error]
+    own_think = [_first_trace(v) for v in df["thinking"]] if "thinking" in df.columns else [""] * n
+    own_attempt = list(df["attempt"]) if "attempt" in df.columns else [None] * n
+    out = df.copy()
+    out["teacher_thinking"] = thinking
+    out["teacher_attempt"] = attempt
+    out["trace_source"] = [("original" if not need[i] else "teacher" if thinking[i] else None) for i in range(n)]
+    out["trace_thinking"] = [own_think[i] if not need[i] else thinking[i] for i in range(n)]
+    out["trace_attempt"] = [own_attempt[i] if not need[i] else attempt[i] for i in range(n)]
+    out["trace_error"] = error
+    correct: list[bool | None] = []
+    for i in range(n):
+        given = df["attempt_correct"].iat[i] if "attempt_correct" in df.columns and not need[i] else None
+        if not is_null(given):
+            correct.append(bool(given))
+            continue
+        resp, ref = out["trace_attempt"].iat[i], df["answer"].iat[i] if "answer" in df.columns else None
+        if is_null(resp) or not resp or is_null(ref):
+            correct.append(None)
+            continue
+        correct.append(grade(str(resp), str(ref), choices=row_choices(df, i)).correct)
+    out["trace_correct"] = pd.array(correct, dtype="boolean")
+    return out
