@@ -1,4 +1,13 @@
-"""Select a training subset from the scored pool: s1's Algorithm 1 and the paper's ablations.
+"""Select a training subset from the scored pool: what built s1K, the paper's Algorithm 1, ablations.
+
+``s1`` is what built s1K (data/filter.ipynb cells 14-21): the forced inclusions, then until 70%
+of the size (700 of 1,000) a domain drawn uniformly, after that a domain drawn from the domain
+distribution of the pool's AIME and GPQA questions (GPQA counts scaled so GPQA weighs half of
+AIME); within the domain a question with weight 2^-rank (rank 0 = longest trace), removed from
+its domain; an emptied domain leaves both distributions. The domain lists hold every pool
+question, forced ones included, as in s1: drawing a forced question again selects nothing new.
+``algorithm1`` is the paper's Algorithm 1 as written: uniform domain draws throughout, forced
+questions left out of the draws.
 
 Pure and fast (no model calls, vectorised set-up, one cheap Python step per draw) so a sweep
 can call :func:`select_subset` thousands of times. The same ``seed`` always gives the same
@@ -17,11 +26,13 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from pydantic import Field
 
 from s1ray.config import StrictModel, dump_config
 
-Criterion = Literal["s1", "random", "longest", "diverse", "difficulty", "full"]
-CRITERIA: tuple[str, ...] = ("s1", "random", "longest", "diverse", "difficulty", "full")
+Criterion = Literal["s1", "algorithm1", "random", "longest", "diverse", "difficulty", "full"]
+CRITERIA: tuple[str, ...] = ("s1", "algorithm1", "random", "longest", "diverse", "difficulty", "full")
 UNKNOWN_DOMAIN = "unknown"
 
 
@@ -40,6 +51,12 @@ class SelectionParams(StrictModel):
     length_column: str = "thinking_tokens"
     domain_column: str = "domain"  # null values fall back to `domain_pred`, then "unknown"
     failures_column: str = "solver_failures"
+    # criterion s1 only: uniform domain draws while fewer than this fraction of `size` is selected
+    # (s1: 700 of 1,000), then draws from the AIME/GPQA domain distribution
+    uniform_fraction: float = Field(0.7, ge=0, le=1)
+    benchmark_aime_patterns: list[str] = ["aime"]  # regexes on source_type (s1: qq8933/AIME_1983_2024)
+    benchmark_gpqa_patterns: list[str] = ["gpqa"]  # (s1: Idavidrein/gpqa)
+    gpqa_weight: float = Field(0.5, ge=0)  # GPQA's total weight relative to AIME's
 
 
 # ---------------------------------------------------------------------------------------
@@ -141,6 +158,46 @@ def _sample_by_domain(queues: list[list[int]], n: int, rng: np.random.Generator,
     return picked
 
 
+def benchmark_domain_weights(pool: pd.DataFrame, domains: np.ndarray, p: SelectionParams) -> dict[str, float]:
+    """s1's cell 17: AIME domain counts + GPQA domain counts x (gpqa_weight x n_AIME / n_GPQA),
+    each GPQA count truncated to an integer, zero counts dropped; normalised to sum 1."""
+    source = pool["source_type"] if "source_type" in pool.columns else pd.Series("", index=pool.index)
+    aime = pd.Series(domains[_matches(source, p.benchmark_aime_patterns)]).value_counts()
+    gpqa = pd.Series(domains[_matches(source, p.benchmark_gpqa_patterns)]).value_counts()
+    counts: dict[str, int] = {str(d): int(c) for d, c in aime.items()}
+    if len(gpqa):
+        ratio = p.gpqa_weight * aime.sum() / gpqa.sum()
+        for d, c in gpqa.items():
+            counts[str(d)] = counts.get(str(d), 0) + int(c * ratio)
+    counts = {d: c for d, c in counts.items() if c > 0}
+    total = sum(counts.values())
+    return {d: c / total for d, c in counts.items()}
+
+
+def _sample_s1k(queues: list[list[int]], names: list[str], selected: list[int], n: int, uniform_until: int,
+                bench: dict[str, float], rng: np.random.Generator) -> list[int]:
+    """s1's cell 21; ``selected`` starts with the forced rows, which the queues also hold."""
+    chosen = set(selected)
+    live = [j for j, q in enumerate(queues) if q]
+    bench_live = [j for j in live if names[j] in bench]
+    while len(selected) < n and live:
+        if len(selected) < uniform_until or not bench_live:  # s1 had no fallback: its pool always had both
+            j = live[int(rng.integers(len(live)))]
+        else:
+            w = np.array([bench[names[j]] for j in bench_live])
+            j = bench_live[int(rng.choice(len(bench_live), p=w / w.sum()))]
+        queue = queues[j]
+        row = queue.pop(_draw_rank(rng, len(queue)))
+        if row not in chosen:  # a forced row drawn again is only removed from its domain
+            chosen.add(row)
+            selected.append(row)
+        if not queue:
+            live.remove(j)
+            if j in bench_live:
+                bench_live.remove(j)
+    return selected
+
+
 def select_indices(pool: pd.DataFrame, criterion: str, size: int | None, seed: int,
                    params: SelectionParams | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Positions of the selected rows in order, and a parallel bool array: forced inclusion."""
@@ -172,15 +229,22 @@ def select_indices(pool: pd.DataFrame, criterion: str, size: int | None, seed: i
     if criterion == "diverse":
         picked = _sample_by_domain(_domain_queues(all_rows, domains, lengths, ids), n, rng, weighted=False)
         return np.asarray(picked, dtype=np.int64), none_forced
-    # s1: Algorithm 1
+    # s1 (what built s1K) and algorithm1 (the paper's Algorithm 1): forced rows first
     forced = forced_mask(pool, p) if p.forced else np.zeros(n_pool, dtype=bool)
     forced_rows = all_rows[forced]
     if len(forced_rows) >= n:  # more forced than wanted: keep the longest forced ones
         keep = forced_rows[np.lexsort((ids[forced_rows], -lengths[forced_rows]))][:n]
         return keep, np.ones(len(keep), dtype=bool)
-    queues = _domain_queues(all_rows[~forced], domains, lengths, ids)
-    sampled = _sample_by_domain(queues, n - len(forced_rows), rng, weighted=True)
-    rows = np.concatenate([forced_rows, np.asarray(sampled, dtype=np.int64)])
+    if criterion == "s1":
+        queues = _domain_queues(all_rows, domains, lengths, ids)
+        names = [str(domains[q[0]]) for q in queues]
+        bench = benchmark_domain_weights(pool, domains, p)
+        rows = np.asarray(_sample_s1k(queues, names, forced_rows.tolist(), n, round(p.uniform_fraction * n),
+                                      bench, rng), dtype=np.int64)
+    else:
+        queues = _domain_queues(all_rows[~forced], domains, lengths, ids)
+        sampled = _sample_by_domain(queues, n - len(forced_rows), rng, weighted=True)
+        rows = np.concatenate([forced_rows, np.asarray(sampled, dtype=np.int64)])
     is_forced = np.zeros(len(rows), dtype=bool)
     is_forced[: len(forced_rows)] = True
     return rows, is_forced
@@ -200,10 +264,15 @@ def select_subset(pool: pd.DataFrame, criterion: str, size: int | None, seed: in
 # `s1ray select`: read the scored pool, write the subset (s1K schema) and a report
 # ---------------------------------------------------------------------------------------
 
-S1K_COLUMNS = ["solution", "question", "cot_type", "source_type", "metadata", "cot",
-               "thinking_trajectories", "attempt"]
-EXTRA_COLUMNS = ["id", "domain", "answer", "thinking_tokens", "solver_failures", "selection_rank",
-                 "selection_forced"]
+# s1K's own column types (simplescaling/s1K, data_ablation_full59K): `cot` is all-null there.
+S1K_SCHEMA = pa.schema([("solution", pa.string()), ("question", pa.string()), ("cot_type", pa.string()),
+                        ("source_type", pa.string()), ("metadata", pa.string()), ("cot", pa.null()),
+                        ("thinking_trajectories", pa.list_(pa.string())), ("attempt", pa.string())])
+S1K_COLUMNS = S1K_SCHEMA.names
+EXTRA_SCHEMA = pa.schema([("id", pa.string()), ("domain", pa.string()), ("answer", pa.string()),
+                          ("thinking_tokens", pa.int64()), ("solver_failures", pa.int64()),
+                          ("selection_rank", pa.int64()), ("selection_forced", pa.bool_())])
+EXTRA_COLUMNS = EXTRA_SCHEMA.names
 
 
 class SelectConfig(StrictModel):
@@ -274,6 +343,28 @@ def to_s1k(subset: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def s1k_table(s1k: pd.DataFrame) -> pa.Table:
+    """The subset as Arrow with s1K's column types whatever the values (an all-null column keeps
+    its type), so it concatenates with s1K itself; extra columns have fixed types too."""
+    fields = [f for f in list(S1K_SCHEMA) + list(EXTRA_SCHEMA) if f.name in s1k.columns]
+    cols = []
+    for f in fields:
+        values = [None if v is None or (pd.api.types.is_scalar(v) and pd.isna(v)) else v for v in s1k[f.name]]
+        if pa.types.is_integer(f.type):
+            values = [None if v is None else int(v) for v in values]
+        elif pa.types.is_list(f.type):
+            values = [None if v is None else [str(x) for x in v] for v in values]
+        elif f.type == pa.string():
+            values = [None if v is None else str(v) for v in values]
+        elif f.type == pa.null():
+            values = [None] * len(values)
+        try:
+            cols.append(pa.array(values, f.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as e:
+            raise SelectionError(f"column {f.name!r} cannot be written as s1K's {f.type}: {e}") from e
+    return pa.Table.from_arrays(cols, schema=pa.schema(fields))
+
+
 def selection_report(subset: pd.DataFrame, cfg: SelectConfig, n_pool: int, seconds: float) -> dict[str, Any]:
     lengths = _lengths(subset, cfg.params) if len(subset) else np.array([], dtype=np.int64)
     source = subset["source_type"].astype(str) if "source_type" in subset.columns else pd.Series([], dtype=str)
@@ -329,18 +420,24 @@ def _plot_lengths(pool_lengths: np.ndarray, subset_lengths: np.ndarray, path: Pa
 
 
 def write_subset(s1k: pd.DataFrame, out: Path, formats: list[str]) -> dict[str, str]:
+    """Parquet / JSONL / ``save_to_disk`` with s1K's column types (:func:`s1k_table`)."""
+    import pyarrow.parquet as pq
+
+    table = s1k_table(s1k)
     paths: dict[str, str] = {}
     if "parquet" in formats:
         paths["parquet"] = str(out / "subset.parquet")
-        s1k.to_parquet(paths["parquet"], index=False)
+        pq.write_table(table, paths["parquet"])
     if "jsonl" in formats:
+        from s1ray.io.writers import write_jsonl
+
         paths["jsonl"] = str(out / "subset.jsonl")
-        s1k.to_json(paths["jsonl"], orient="records", lines=True, force_ascii=False)
+        write_jsonl(table.to_pylist(), paths["jsonl"])
     if "hf" in formats:
         import datasets
 
         paths["hf"] = str(out / "subset_hf")
-        datasets.Dataset.from_pandas(s1k, preserve_index=False).save_to_disk(paths["hf"])
+        datasets.Dataset(table).save_to_disk(paths["hf"])
     return paths
 
 
