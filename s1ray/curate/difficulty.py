@@ -40,6 +40,11 @@ class DifficultyConfig(StrictModel):
     judge_mode: Literal["fallback", "always"] = "fallback"  # fallback: only when rules give no verdict
     filter: Literal["any", "all", "threshold", "none"] = "any"
     threshold: float = 0.5  # for filter=threshold: drop when solved fraction >= threshold
+    # A solver attempt that cannot be graded (no reference, no answer found, generation error):
+    # "unsolved" counts it as not solved (the question may stay as hard); "drop" drops the question,
+    # as s1 did (its featurization left the grade missing and filter.ipynb drops rows with any
+    # missing feature).
+    ungraded: Literal["unsolved", "drop"] = "unsolved"
     keep_responses: bool = False  # also store solver_<name>_response (large)
 
 
@@ -160,6 +165,15 @@ def add_failures(df: pd.DataFrame, solver_names: list[str]) -> pd.DataFrame:
     return out
 
 
+def _ungraded(df: pd.DataFrame, cfg: DifficultyConfig) -> np.ndarray:
+    """Per row: how many solvers gave no gradable attempt (``solver_<name>_correct`` null)."""
+    cols = [correct_column(s.name) for s in cfg.solvers]
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"difficulty filter needs the solver grade column(s) {missing}; run the difficulty scoring")
+    return np.stack([df[c].astype("boolean").isna().to_numpy(dtype=bool) for c in cols], axis=1).sum(axis=1)
+
+
 def difficulty_keep(df: pd.DataFrame, cfg: DifficultyConfig) -> np.ndarray:
     """Rows the difficulty filter keeps (the scores must already be there)."""
     n_solvers = len(cfg.solvers)
@@ -167,15 +181,24 @@ def difficulty_keep(df: pd.DataFrame, cfg: DifficultyConfig) -> np.ndarray:
         return np.ones(len(df), dtype=bool)
     solved = df["solver_solved"].to_numpy(dtype=np.int64)
     if cfg.filter == "any":
-        return solved == 0
-    if cfg.filter == "all":
-        return solved < n_solvers
-    return solved / n_solvers < cfg.threshold
+        keep = solved == 0
+    elif cfg.filter == "all":
+        keep = solved < n_solvers
+    else:
+        keep = solved / n_solvers < cfg.threshold
+    if cfg.ungraded == "drop":
+        keep &= _ungraded(df, cfg) == 0
+    return keep
 
 
 def difficulty_reason(df: pd.DataFrame, cfg: DifficultyConfig) -> list[str | None]:
-    """Why a row is dropped (None = kept), for the funnel report."""
+    """Why a row is dropped (None = kept), for the funnel report: ``too_easy`` first, then ``ungraded``."""
     keep = difficulty_keep(df, cfg)
     solved = df["solver_solved"].to_numpy() if "solver_solved" in df.columns else np.zeros(len(df))
-    return [None if k else f"too_easy: solved by {int(s)}/{len(cfg.solvers)} solver(s) (filter={cfg.filter})"
-            for k, s in zip(keep, solved)]
+    easy = ~difficulty_keep(df, cfg.model_copy(update={"ungraded": "unsolved"}))
+    ungraded = _ungraded(df, cfg) if cfg.ungraded == "drop" and not keep.all() else np.zeros(len(df), np.int64)
+    n = len(cfg.solvers)
+    return [None if k else
+            f"too_easy: solved by {int(s)}/{n} solver(s) (filter={cfg.filter})" if e else
+            f"ungraded: {int(u)}/{n} solver(s) gave no gradable attempt (ungraded=drop)"
+            for k, e, s, u in zip(keep, easy, solved, ungraded)]

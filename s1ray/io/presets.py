@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -137,12 +138,20 @@ def _validate(values: dict[str, Any], row: dict[str, Any], used: set[str], spec:
 
 # --- dataset-specific preparation ---------------------------------------------------------
 
+# s1's data/fix_gpqa.py: a GPQA question ends with its options, its solution with the letter.
+_GPQA_OPTIONS = re.compile(r"\nAnswer Choices:\n\(A\) (.*?)\n\(B\) (.*?)\n\(C\) (.*?)\n\(D\) (.*)\Z", re.S)
+_GPQA_LETTER = re.compile(r"Answer:\s*\(?([A-D])\)?\s*\Z")
+
+
 def _s1k_prepare(row: dict[str, Any], spec: "SourceConfig") -> dict[str, Any]:
-    """s1K: the reference `solution` is often just the answer; its metadata is a dict repr."""
+    """s1K: the reference `solution` is often just the answer; its metadata is a dict repr.
+
+    GPQA rows carry their answer differently: in s1K (after s1's data/fix_gpqa.py) the question
+    ends with "Answer Choices:\n(A) ...(D) ..." and the solution with "Answer: <letter>", so the
+    letter is the answer and the options become ``choices`` (graded as multiple choice); in the
+    59K pool (before that fix) the metadata's "Correct Answer" text is the answer.
+    """
     row = dict(row)
-    sol = row.get("solution")
-    if isinstance(sol, str) and "answer" not in row:
-        row["answer"] = last_boxed(sol) or (sol.strip() if len(sol) <= 200 else None)
     meta = row.get("metadata")
     if isinstance(meta, str):
         try:
@@ -152,16 +161,29 @@ def _s1k_prepare(row: dict[str, Any], spec: "SourceConfig") -> dict[str, Any]:
                 row["metadata"] = ast.literal_eval(meta)
             except (ValueError, SyntaxError):
                 pass
+    sol, question = row.get("solution"), row.get("question")
+    if "answer" not in row and isinstance(sol, str) and isinstance(question, str):
+        letter, options = _GPQA_LETTER.search(sol.strip()), _GPQA_OPTIONS.search(question)
+        if letter and options:
+            row["answer"] = letter.group(1)
+            row.setdefault("choices", [o.strip() for o in options.groups()])
+        elif "gpqa" in str(row.get("source_type") or "").lower() and isinstance(row.get("metadata"), dict):
+            correct = row["metadata"].get("Correct Answer")
+            if isinstance(correct, str) and correct.strip():
+                row["answer"] = correct.strip()
+    if isinstance(sol, str) and "answer" not in row:
+        row["answer"] = last_boxed(sol) or (sol.strip() if len(sol) <= 200 else None)
     return row
 
 
 def _s1k11_prepare(row: dict[str, Any], spec: "SourceConfig") -> dict[str, Any]:
     row = _s1k_prepare(row, spec)
     first, second = ("deepseek", "gemini") if spec.teacher == "deepseek" else ("gemini", "deepseek")
-    # The chosen teacher's fields become columns; the other teacher's attempt and grades stay
-    # in metadata. Traces are popped so they are not stored twice.
-    row["_thinking"] = [t for t in (row.pop(f"{first}_thinking_trajectory", None),
-                                    row.pop(f"{second}_thinking_trajectory", None)) if t]
+    # The chosen teacher's fields become columns; the other teacher's trace, attempt and grades
+    # stay in metadata. Only the chosen teacher's trace is `thinking`: s1's format joins every
+    # trace of a row (data/tokenization.py), and s1.1 trained on one teacher's.
+    trace = row.pop(f"{first}_thinking_trajectory", None)
+    row["_thinking"] = [trace] if trace else []
     row["_attempt"] = row.pop(f"{first}_attempt", None)
     row["_grade"] = row.pop(f"{first}_grade", None)
     return row
@@ -180,13 +202,13 @@ def _olympiad_prepare(row: dict[str, Any], spec: "SourceConfig") -> dict[str, An
 PRESETS: dict[str, Preset] = {
     "generic": Preset(columns={f: f for f in FIELDS}),
     "s1k": Preset(
-        columns={"question": "question", "solution": "solution", "answer": "answer",
+        columns={"question": "question", "solution": "solution", "answer": "answer", "choices": "choices",
                  "thinking": "thinking_trajectories", "attempt": "attempt", "cot_type": "cot_type",
                  "source_type": "source_type"},
         prepare=_s1k_prepare,
     ),
     "s1k-1.1": Preset(
-        columns={"question": "question", "solution": "solution", "answer": "answer",
+        columns={"question": "question", "solution": "solution", "answer": "answer", "choices": "choices",
                  "thinking": "_thinking", "attempt": "_attempt", "attempt_correct": "_grade",
                  "cot_type": "cot_type", "source_type": "source_type"},
         prepare=_s1k11_prepare,
