@@ -203,14 +203,27 @@ class LLMDomains:
         self.titles = msc_titles()
 
     def __call__(self, df: pd.DataFrame) -> pd.DataFrame:
-        prompts = [self.gen.chat_prompt(LLM_PROMPT.format(codes=self.codes_text, question=q))
-                   for q in _questions(df, self.cfg.max_chars)]
-        outs = self.gen.generate(prompts, max_new_tokens=16)
-        codes = [parse_code(g.text) for g in outs]
-        out = df.copy()
-        out["domain_pred"] = codes
-        out["domain_title"] = [self.titles.get(c) if c else None for c in codes]
-        out["domain_score"] = np.array([1.0 if c else np.nan for c in codes], dtype=np.float32)
-        out["domain_method"] = "llm"
-        out["domain_raw"] = [g.text[:200] for g in outs]
-        return out
+        prompts = [domain_prompt(self.gen, q, self.codes_text) for q in _questions(df, self.cfg.max_chars)]
+        return domain_columns(df, self.gen.generate(prompts, max_new_tokens=LLM_MAX_TOKENS))
+
+
+LLM_MAX_TOKENS = 16  # "Code: NN" and a little slack
+
+
+def domain_prompt(gen: Any, question: str, codes_text: str | None = None) -> str:
+    """The classifier's chat prompt for one (truncated) question."""
+    return gen.chat_prompt(LLM_PROMPT.format(codes=codes_text or code_list_text(), question=question))
+
+
+def domain_columns(df: pd.DataFrame, outs: list[Any]) -> pd.DataFrame:
+    """The LLM classifier's columns; a failed generation leaves no code and records ``domain_error``."""
+    titles = msc_titles()
+    codes = [None if g.finish_reason == "error" else parse_code(g.text) for g in outs]
+    out = df.copy()
+    out["domain_pred"] = codes
+    out["domain_title"] = [titles.get(c) if c else None for c in codes]
+    out["domain_score"] = np.array([1.0 if c else np.nan for c in codes], dtype=np.float32)
+    out["domain_method"] = "llm"
+    out["domain_raw"] = [g.text[:200] for g in outs]
+    out["domain_error"] = [str(g.error) if g.finish_reason == "error" else None for g in outs]
+    return out

@@ -21,10 +21,13 @@ import pandas as pd
 import pyarrow as pa
 
 from s1ray.config import StrictModel
-from s1ray.curate.difficulty import DifficultyConfig, SolverAttempts, add_failures, difficulty_reason
+from s1ray.curate.difficulty import (DifficultyConfig, SolverAttempts, SolverConfig, _safe_name, add_failures,
+                                     difficulty_reason)
 from s1ray.curate.domains import DomainsConfig, EmbeddingDomains, LLMDomains
 from s1ray.curate.lengths import LengthsConfig, TraceLengths
-from s1ray.curate.traces import TeacherTraces, TracesConfig, is_null
+from s1ray.curate.traces import TeacherTraces, TracesConfig, has_trace, is_null
+from s1ray.models.batch_llm import uses_batch_llm
+from s1ray.models.generation import GenerationConfig
 
 log = logging.getLogger(__name__)
 LIGHT_CPUS = 0.25  # cheap per-batch column arithmetic between the model stages
@@ -91,9 +94,10 @@ COLUMN_TYPES: dict[str, pa.DataType] = {
     "domain_pred": pa.string(), "domain_title": pa.string(), "domain_score": pa.float32(),
     "domain_method": pa.string(), "domain_raw": pa.string(), "domain_cluster": pa.int64(),
     "_domain_emb": pa.list_(pa.float32()), "solver_solved": pa.int64(), "solver_failures": pa.int64(),
+    "domain_error": pa.string(),
 }
 _SUFFIX_TYPES = {"_correct": pa.bool_(), "_extracted": pa.string(), "_reason": pa.string(),
-                 "_tokens": pa.int64(), "_response": pa.string()}
+                 "_tokens": pa.int64(), "_response": pa.string(), "_error": pa.string()}
 SCORE_COLUMN_DOCS = {
     "teacher_thinking / teacher_attempt": "teacher's trace and answer (rows without their own trace)",
     "trace_thinking / trace_attempt / trace_source": "resolved trace: the source's own, else the teacher's",
@@ -101,7 +105,9 @@ SCORE_COLUMN_DOCS = {
     "trace_correct": "resolved attempt graded correct (source grade, else graded vs the reference)",
     "thinking_tokens": "resolved trace length in tokens of the configured tokenizer",
     "domain_pred / domain_title / domain_score / domain_method": "MSC top-level code from the classifier",
+    "domain_error": "why the LLM classifier gave no code (generation failed for the row)",
     "solver_<name>_correct / _extracted / _reason / _tokens": "each solver's graded attempt",
+    "solver_<name>_error": "why the solver's (or its judge's) generation failed for the row",
     "solver_solved / solver_failures": "solvers that got it right / wrong (or gave no gradable answer)",
 }
 
@@ -150,16 +156,260 @@ class ArrowStage:
         if len(rows) == 0:
             return batch
         df = batch.take(pa.array(rows)).to_pandas() if len(rows) < n else batch.to_pandas()
-        res = self.fn(df, **self.kwargs)
-        new = [c for c in res.columns if c not in batch.column_names or c in self.replace]
-        gone = [c for c in batch.column_names if c not in res.columns or c in self.replace]
-        out = batch.drop_columns(gone) if gone else batch
-        for col in new:
-            values: list[Any] = [None] * n
-            for i, v in zip(rows, res[col].tolist()):
-                values[i] = v
-            out = out.append_column(col, _arrow_column(values, col))
+        return merge_columns(batch, rows, self.fn(df, **self.kwargs), self.replace)
+
+
+def merge_columns(batch: pa.Table, rows: np.ndarray, res: pd.DataFrame, replace: tuple[str, ...] = ()) -> pa.Table:
+    """``batch`` plus the columns ``res`` (computed for ``rows`` only) adds, typed; other rows get nulls.
+
+    Columns in ``replace`` are recomputed; batch columns missing from ``res`` are dropped."""
+    n = batch.num_rows
+    new = [c for c in res.columns if c not in batch.column_names or c in replace]
+    gone = [c for c in batch.column_names if c not in res.columns or c in replace]
+    out = batch.drop_columns(gone) if gone else batch
+    for col in new:
+        values: list[Any] = [None] * n
+        for i, v in zip(rows, res[col].tolist()):
+            values[i] = v
+        out = out.append_column(col, _arrow_column(values, col))
+    return out
+
+
+def _set_column(batch: pa.Table, name: str, values: list[Any]) -> pa.Table:
+    arr = _arrow_column(values, name)
+    if name in batch.column_names:
+        return batch.set_column(batch.column_names.index(name), name, arr)
+    return batch.append_column(name, arr)
+
+
+def _values(batch: pa.Table, name: str) -> list[Any]:
+    return batch[name].to_pylist() if name in batch.column_names else [None] * batch.num_rows
+
+
+def _active_rows(batch: pa.Table, skip_column: str | None) -> np.ndarray:
+    if skip_column and skip_column in batch.column_names:
+        skip = np.asarray(batch[skip_column].to_numpy(zero_copy_only=False), dtype=bool)
+        return np.flatnonzero(~skip)
+    return np.arange(batch.num_rows)
+
+
+def _frame(batch: pa.Table, rows: np.ndarray, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """The pandas rows a grading function reads (only ``columns`` when given: cheap prompts)."""
+    t = batch if columns is None else batch.select([c for c in columns if c in batch.column_names])
+    return (t.take(pa.array(rows, pa.int64())) if len(rows) < t.num_rows else t).to_pandas()
+
+
+# ---------------------------------------------------------------------------------------
+# Model stages on Ray Data LLM (backends vllm / openai): build requests -> processor -> finish.
+# Same columns as the actor-pool classes; a row whose generation fails records the reason.
+# ---------------------------------------------------------------------------------------
+
+TRACE_RETRY = "_trace_retry"
+_PROMPT_COLUMNS = ("question", "choices", "thinking", "answer")
+
+
+def _trace_requests(batch: pa.Table, cfg: TracesConfig, round_: int, skip_column: str | None) -> list[Any]:
+    """Round 0: rows without their own trace; later rounds: rows whose last attempt failed."""
+    from s1ray.curate.traces import format_question, row_choices, teacher_prompt
+    from s1ray.models.batch_llm import prompter, request
+
+    out: list[Any] = [None] * batch.num_rows
+    if round_ == 0:
+        rows = _active_rows(batch, skip_column)
+        rows = rows[~has_trace(_frame(batch, rows, ("thinking",)))] if len(rows) else rows
+    else:
+        rows = np.flatnonzero([bool(v) for v in _values(batch, TRACE_RETRY)])
+    if not len(rows):
         return out
+    df = _frame(batch, rows, _PROMPT_COLUMNS)
+    gen = prompter(cfg.teacher)
+    temp = None if round_ == 0 else cfg.retry_temperature  # a retry samples, so it can differ
+    for k, i in enumerate(rows):
+        prompt = teacher_prompt(gen, cfg, format_question(df["question"].iat[k], row_choices(df, k)))
+        out[i] = request(cfg.teacher, prompt, attempt=round_, temperature=temp)
+    return out
+
+
+def _trace_round(batch: pa.Table, gens: list[Any], cfg: TracesConfig, round_: int) -> pa.Table:
+    """Record one attempt per generated row; mark the rows that get another attempt."""
+    from s1ray.curate.traces import attempt_outcome
+
+    thinking, attempt = _values(batch, "teacher_thinking"), _values(batch, "teacher_attempt")
+    error, retry = _values(batch, "trace_error"), [False] * batch.num_rows
+    for i, g in enumerate(gens):
+        if g is not None:
+            thinking[i], attempt[i], error[i] = attempt_outcome(g, cfg, round_)
+            retry[i] = error[i] is not None and round_ + 1 < cfg.max_attempts
+    for name, values in (("teacher_thinking", thinking), ("teacher_attempt", attempt), ("trace_error", error)):
+        batch = _set_column(batch, name, values)
+    return _set_column(batch, TRACE_RETRY, retry)
+
+
+def _trace_resolve(batch: pa.Table, skip_column: str | None) -> pa.Table:
+    from s1ray.curate.traces import resolve_traces
+
+    batch = batch.drop_columns([TRACE_RETRY]) if TRACE_RETRY in batch.column_names else batch
+    rows = _active_rows(batch, skip_column)
+    if not len(rows):
+        return batch
+    df = _frame(batch, rows)
+    res = resolve_traces(df, ~has_trace(df), list(df["teacher_thinking"]), list(df["teacher_attempt"]),
+                         list(df["trace_error"]))
+    return merge_columns(batch, rows, res, replace=("teacher_thinking", "teacher_attempt", "trace_error"))
+
+
+def _any_true(ds: Any, column: str) -> bool:
+    import ray
+
+    return any(any(t[column].to_pylist()) for t in ray.get(ds.select_columns([column]).to_arrow_refs())
+               if t.num_rows)
+
+
+def llm_traces(ds: Any, cfg: TracesConfig, skip_column: str | None, num_cpus: float | None = None) -> Any:
+    """Teacher traces on Ray Data LLM: a pass over the rows without a trace, then (after the pass
+    is materialized) one more pass per extra attempt over the rows that failed, only if any did;
+    so the retry engine starts only when needed. Rows still failing keep ``trace_error``."""
+    from s1ray.models.batch_llm import generate_dataset
+
+    for round_ in range(cfg.max_attempts):
+        if round_ > 0:
+            ds = ds.materialize()
+            if not _any_true(ds, TRACE_RETRY):
+                break
+        ds = generate_dataset(ds, cfg.teacher, _trace_requests, _trace_round, num_cpus=num_cpus,
+                              build_kwargs={"cfg": cfg, "round_": round_, "skip_column": skip_column},
+                              finish_kwargs={"cfg": cfg, "round_": round_})
+    return ds.map_batches(_trace_resolve, fn_kwargs={"skip_column": skip_column}, batch_format="pyarrow",
+                          num_cpus=LIGHT_CPUS)
+
+
+def _solver_requests(batch: pa.Table, solver: SolverConfig, skip_column: str | None) -> list[Any]:
+    from s1ray.curate.difficulty import solver_prompt
+    from s1ray.curate.traces import row_choices
+    from s1ray.models.batch_llm import prompter, request
+
+    out: list[Any] = [None] * batch.num_rows
+    rows = _active_rows(batch, skip_column)
+    if not len(rows):
+        return out
+    df = _frame(batch, rows, _PROMPT_COLUMNS)
+    gen = prompter(solver.generation)
+    for k, i in enumerate(rows):
+        out[i] = request(solver.generation, solver_prompt(gen, solver, df["question"].iat[k], row_choices(df, k)))
+    return out
+
+
+def _solver_finish(batch: pa.Table, gens: list[Any], solver: SolverConfig, keep_responses: bool,
+                   judge_mode: str | None) -> pa.Table:
+    """Grade each generated answer; with a judge, mark the rows it should grade (next pass)."""
+    from s1ray.curate.difficulty import judge_wanted, rule_grades, solver_columns
+
+    prefix = f"solver_{_safe_name(solver.name)}"
+    rows = np.array([i for i, g in enumerate(gens) if g is not None], dtype=np.int64)
+    if not len(rows):
+        return batch
+    df, outs = _frame(batch, rows), [gens[i] for i in rows]
+    correct, extracted, reasons, errors = rule_grades(df, outs)
+    res = solver_columns(df, prefix, outs, correct, extracted, reasons, errors, keep_responses)
+    if judge_mode is not None:
+        res[f"_{prefix}_judge"] = judge_wanted(df, outs, correct, judge_mode)
+        res[f"_{prefix}_text"] = [g.text for g in outs]
+    return merge_columns(batch, rows, res)
+
+
+def _judge_requests(batch: pa.Table, judge: Any, prefix: str) -> list[Any]:
+    from s1ray.grading import JUDGE_PROMPT
+    from s1ray.models.batch_llm import prompter, request
+
+    out: list[Any] = [None] * batch.num_rows
+    flags, texts = _values(batch, f"_{prefix}_judge"), _values(batch, f"_{prefix}_text")
+    questions, refs = _values(batch, "question"), _values(batch, "answer")
+    gen = None
+    for i, flag in enumerate(flags):
+        if flag:
+            gen = gen or prompter(judge)
+            user = JUDGE_PROMPT.format(problem=str(questions[i]), attempt=texts[i], solution=str(refs[i]))
+            out[i] = request(judge, gen.chat_prompt(user))
+    return out
+
+
+class _Replay:
+    """A Generator stand-in that returns one finished generation: the judge's reply is parsed by
+    ``grading.judge_grade`` exactly as in the actor-pool path."""
+
+    def __init__(self, gen: Any):
+        self.gen = gen
+
+    def chat_prompt(self, user: str, system: str | None = None) -> str:
+        return user
+
+    def generate(self, prompts: list[str], *args: Any, **kwargs: Any) -> list[Any]:
+        return [self.gen]
+
+
+def _judge_finish(batch: pa.Table, gens: list[Any], prefix: str) -> pa.Table:
+    from s1ray.curate.difficulty import with_judgement
+    from s1ray.grading import judge_grade
+
+    cols = {k: _values(batch, f"{prefix}_{k}") for k in ("correct", "reason", "error")}
+    questions, texts, refs = _values(batch, "question"), _values(batch, f"_{prefix}_text"), _values(batch, "answer")
+    for i, g in enumerate(gens):
+        if g is not None:
+            jg = judge_grade(str(questions[i]), texts[i], str(refs[i]), _Replay(g))
+            cols["correct"][i], cols["reason"][i], cols["error"][i] = with_judgement(
+                cols["correct"][i], cols["reason"][i], cols["error"][i], jg)
+    for k, values in cols.items():
+        batch = _set_column(batch, f"{prefix}_{k}", values)
+    return batch.drop_columns([c for c in (f"_{prefix}_judge", f"_{prefix}_text") if c in batch.column_names])
+
+
+def llm_solver(ds: Any, d: DifficultyConfig, solver: SolverConfig, skip_column: str | None,
+               num_cpus: float | None = None, judge_cpus: float | None = None) -> Any:
+    """One solver on Ray Data LLM, then (with a judge) a judge pass over the rows it should grade."""
+    from s1ray.models.batch_llm import generate_dataset
+
+    judge_mode = d.judge_mode if d.judge is not None else None
+    ds = generate_dataset(ds, solver.generation, _solver_requests, _solver_finish, num_cpus=num_cpus,
+                          build_kwargs={"solver": solver, "skip_column": skip_column},
+                          finish_kwargs={"solver": solver, "keep_responses": d.keep_responses,
+                                         "judge_mode": judge_mode})
+    if d.judge is None:
+        return ds
+    prefix = f"solver_{_safe_name(solver.name)}"
+    return generate_dataset(ds, d.judge, _judge_requests, _judge_finish, num_cpus=judge_cpus,
+                            build_kwargs={"judge": d.judge, "prefix": prefix}, finish_kwargs={"prefix": prefix})
+
+
+def _domain_requests(batch: pa.Table, cfg: DomainsConfig, skip_column: str | None) -> list[Any]:
+    from s1ray.curate.domains import LLM_MAX_TOKENS, code_list_text, domain_prompt
+    from s1ray.models.batch_llm import prompter, request
+
+    out: list[Any] = [None] * batch.num_rows
+    rows = _active_rows(batch, skip_column)
+    if not len(rows):
+        return out
+    gen, codes = prompter(cfg.llm), code_list_text()
+    questions = _values(batch, "question")
+    for i in rows:
+        out[i] = request(cfg.llm, domain_prompt(gen, str(questions[i])[:cfg.max_chars], codes),
+                         max_tokens=LLM_MAX_TOKENS)
+    return out
+
+
+def _domain_finish(batch: pa.Table, gens: list[Any]) -> pa.Table:
+    from s1ray.curate.domains import domain_columns
+
+    rows = np.array([i for i, g in enumerate(gens) if g is not None], dtype=np.int64)
+    if not len(rows):
+        return batch
+    return merge_columns(batch, rows, domain_columns(_frame(batch, rows), [gens[i] for i in rows]))
+
+
+def llm_domains(ds: Any, cfg: DomainsConfig, skip_column: str | None, num_cpus: float | None = None) -> Any:
+    from s1ray.models.batch_llm import generate_dataset
+
+    return generate_dataset(ds, cfg.llm, _domain_requests, _domain_finish, num_cpus=num_cpus,
+                            build_kwargs={"cfg": cfg, "skip_column": skip_column})
 
 
 def score_dataset(ds: Any, cfg: ScoringConfig, skip_column: str | None = None) -> Any:
@@ -171,11 +421,20 @@ def score_dataset(ds: Any, cfg: ScoringConfig, skip_column: str | None = None) -
 
     stages = _stages(cfg)
     total = float(ray.cluster_resources().get("CPU", 1.0)) if ray.is_initialized() else 2.0
-    cpus = fitted_cpus([(p.num_cpus, p.concurrency) for _, _, _, p in stages], total)
-    for (name, cls, kwargs, pool), ncpu in zip(stages, cpus):
+    judge = cfg.difficulty.judge if cfg.difficulty.enabled else None
+    requested = [(p.num_cpus, p.concurrency) for _, _, _, p in stages]
+    # A solver on Ray Data LLM runs its judge as a pool of its own: it must fit too.
+    judged = [k for k, (name, _, _, p) in enumerate(stages) if name.startswith("solver:") and judge is not None
+              and _on_llm(p)]
+    fitted = fitted_cpus(requested + [(judge.num_cpus, judge.concurrency) for _ in judged], total)
+    cpus, judge_cpus = fitted[:len(stages)], dict(zip(judged, fitted[len(stages):]))
+    for k, ((name, cls, kwargs, pool), ncpu) in enumerate(zip(stages, cpus)):
         if ncpu < pool.num_cpus:
             log.warning("scoring stage %s: num_cpus %.2f -> %.2f per actor so all pools fit on %.0f CPUs",
                         name, pool.num_cpus, ncpu, total)
+        if _on_llm(pool):
+            ds = _llm_stage(ds, name, cfg, kwargs, skip_column, ncpu, judge_cpus.get(k))
+            continue
         resources: dict[str, Any] = {"num_cpus": ncpu}
         if getattr(pool, "num_gpus", 0):
             resources["num_gpus"] = pool.num_gpus
@@ -187,6 +446,22 @@ def score_dataset(ds: Any, cfg: ScoringConfig, skip_column: str | None = None) -
     names = [s.name for s in cfg.difficulty.solvers] if cfg.difficulty.enabled else []
     return ds.map_batches(ArrowStage(add_failures, {"solver_names": names}, skip_column=skip_column, construct=False),
                           batch_format="pyarrow", num_cpus=LIGHT_CPUS)
+
+
+def _on_llm(pool: Any) -> bool:
+    """Model stages whose backend runs on Ray Data LLM (vllm, openai); hf keeps its actor pool."""
+    return isinstance(pool, GenerationConfig) and uses_batch_llm(pool)
+
+
+def _llm_stage(ds: Any, name: str, cfg: ScoringConfig, kwargs: dict[str, Any], skip_column: str | None,
+               num_cpus: float, judge_cpus: float | None) -> Any:
+    if name == "traces":
+        return llm_traces(ds, cfg.traces, skip_column, num_cpus)
+    if name == "domains":
+        return llm_domains(ds, cfg.domains, skip_column, num_cpus)
+    if name.startswith("solver:"):
+        return llm_solver(ds, cfg.difficulty, kwargs["solver"], skip_column, num_cpus, judge_cpus)
+    raise ValueError(f"scoring stage {name!r} has no Ray Data LLM path")
 
 
 def refine_domains_dataset(ds: Any, cfg: DomainsConfig, skip_column: str | None = None) -> Any:

