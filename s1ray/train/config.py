@@ -28,6 +28,10 @@ class DelimiterConfig(StrictModel):
     # the text after the answer delimiter: the teacher's attempt (s1), the reference solution, or
     # the short reference answer; falls back to the others in that order when empty
     answer_field: Literal["attempt", "solution", "answer"] = "attempt"
+    # s1 (data/tokenization.py): every trace of the row joined by newlines, "Answer: " put before
+    # the attempt when it holds no "Answer:", the question as is. s1ray: the first trace (a row's
+    # traces are alternatives from different teachers), the attempt as is, the question stripped.
+    format: Literal["s1ray", "s1"] = "s1ray"
 
 
 class DeepSpeedSection(StrictModel):
@@ -72,6 +76,9 @@ class TrainConfig(StrictModel):
     adam_eps: float = 1e-8
     weight_decay: float = 1e-4
     max_grad_norm: float = 1.0
+    # token_mean: mean over the global batch's supervised tokens (long traces weigh more);
+    # example_mean: per-example mean, then mean over examples (s1: one example per device)
+    loss_reduction: Literal["token_mean", "example_mean"] = "token_mean"
     global_batch_size: int | None = 16  # rows per optimizer step (examples, or packed sequences)
     micro_batch_size: int = Field(1, ge=1)  # rows per worker per forward pass
     gradient_accumulation: int | None = None  # None: worked out from global_batch_size

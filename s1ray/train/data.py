@@ -52,19 +52,38 @@ class DataStats:
                 "n_tokens": self.n_tokens, "n_supervised": self.n_supervised, "max_length": self.max_length}
 
 
+S1_ANSWER_PREFIX = "Answer: "
+
+
+def _all_traces(record: dict[str, Any]) -> list[str]:
+    traces = record.get("thinking")
+    if traces is None or isinstance(traces, str):
+        return [traces] if traces else []
+    return [str(t) for t in list(traces) if t is not None]
+
+
 def format_chat(record: dict[str, Any], tokenizer: Any, delimiters: Any) -> tuple[str, str]:
-    """(prompt text up to the assistant turn, supervised completion text) for one record."""
-    trace = primary_thinking(record).strip()
+    """(prompt text up to the assistant turn, supervised completion text) for one record.
+
+    ``delimiters.format == "s1"`` is s1's data/tokenization.py: the traces joined by newlines
+    and stripped, ``"Answer: " + attempt`` when the attempt holds no "Answer:", then stripped;
+    the question as is. ``s1ray``: the first trace and the answer text, stripped.
+    """
+    s1 = getattr(delimiters, "format", "s1ray") == "s1"
+    trace = "\n".join(_all_traces(record)).strip() if s1 else primary_thinking(record).strip()
     if not trace:
         raise ValueError("no reasoning trace (`thinking` is empty)")
     fields = [delimiters.answer_field] + [f for f in ("attempt", "solution", "answer") if f != delimiters.answer_field]
-    answer = next((record[f].strip() for f in fields if (record.get(f) or "").strip()), "")
+    answer = next((record[f] for f in fields if (record.get(f) or "").strip()), "")
     if not answer:
         raise ValueError("no answer text (`attempt`, `solution` and `answer` are all empty)")
+    if s1 and "Answer:" not in answer:
+        answer = S1_ANSWER_PREFIX + answer
+    answer = answer.strip()
     messages = []
     if delimiters.system_prompt is not None:
         messages.append({"role": "system", "content": delimiters.system_prompt})
-    messages.append({"role": "user", "content": record["question"].strip()})
+    messages.append({"role": "user", "content": record["question"] if s1 else record["question"].strip()})
     assistant = delimiters.think + trace + delimiters.answer + answer
     full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": assistant}], tokenize=False)
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

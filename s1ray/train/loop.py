@@ -4,8 +4,10 @@ Every rank holds the whole (small) tokenised row table and computes the same bat
 (:func:`s1ray.train.data.epoch_plan`), so the data position is just the global step: a
 resumed run loads the DeepSpeed checkpoint (weights, optimizer, LR schedule) and continues
 at the next step, skipping and repeating nothing. The loss is the token-weighted mean over
-the whole global batch (every rank knows how many target tokens the step holds), so it
-does not depend on how the batch is split across workers and micro-batches.
+the whole global batch (``loss_reduction: token_mean``) or s1's mean of per-example means
+(``example_mean``, :mod:`s1ray.train.loss`); every rank knows how many target tokens and
+examples the step holds, so neither depends on how the batch is split across workers and
+micro-batches.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 from s1ray.train.config import TrainConfig
 from s1ray.train.data import IGNORE, collate, epoch_plan, steps_per_epoch
+from s1ray.train.loss import example_counts, lm_loss
 
 CKPT_TAG = "ds"
 
@@ -197,6 +200,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rows = _read_rows()
     lengths = [len(x) for x in rows["input_ids"]]
     targets = [sum(t != IGNORE for t in lab) for lab in rows["labels"]]
+    if cfg.loss_reduction == "example_mean":  # the step's normaliser counts examples, not tokens
+        targets = example_counts(rows["labels"], rows["position_ids"])
     layout = cfg.batch_layout()
     accum = layout["gradient_accumulation"]
     micro_per_step = accum * world
@@ -288,9 +293,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 batch = {"input_ids": torch.full((1, 1), pad_id), "labels": torch.full((1, 1), IGNORE),
                          "position_ids": torch.zeros((1, 1), dtype=torch.long)}
             batch = {k2: v.to(device) for k2, v in batch.items()}
-            out = engine(input_ids=batch["input_ids"], position_ids=batch["position_ids"], labels=batch["labels"],
-                         num_items_in_batch=max(1, n_targets), use_cache=False)
-            loss = out.loss if mb else out.logits.sum() * 0.0
+            if cfg.loss_reduction == "token_mean":
+                out = engine(input_ids=batch["input_ids"], position_ids=batch["position_ids"], labels=batch["labels"],
+                             num_items_in_batch=max(1, n_targets), use_cache=False)
+                loss = out.loss if mb else out.logits.sum() * 0.0
+            else:
+                out = engine(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
+                loss = (lm_loss(out.logits, batch["labels"], batch["position_ids"], cfg.loss_reduction, n_targets)
+                        if mb else out.logits.sum() * 0.0)
             engine.backward(loss * micro_per_step)  # DeepSpeed averages over accumulation and ranks
             if extra.get("measure_memory_at_step") == step + 1 and k == len(mine) - 1:
                 metrics["tensor_bytes"] = live_tensor_bytes()
