@@ -307,7 +307,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             engine.step()
             local_loss += float(loss.detach())
             local_tokens += sum(lengths[i] for i in mb)
-        stats = torch.tensor([local_loss, float(local_tokens)], dtype=torch.float64)
+        # On the training device: NCCL reduces CUDA tensors only (gloo takes CPU ones).
+        stats = torch.tensor([local_loss, float(local_tokens)], dtype=torch.float64, device=device)
         if world > 1:
             dist.all_reduce(stats)
         step_loss, step_tokens = float(stats[0]), float(stats[1])
