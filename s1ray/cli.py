@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "curate": ("s1ray.curate.config:CurateConfig", "s1ray.curate.pipeline:run_curate",
                "read sources, score with rules and models, write the scored pool"),
     "select": ("s1ray.curate.selection:SelectConfig", "s1ray.curate.selection:run_select",
-               "select a subset (s1 Algorithm 1, random, diverse, longest, difficulty) from a scored pool"),
+               "select a subset (s1 = what built s1K, algorithm1, random, diverse, longest, difficulty) from a scored pool"),
     "train": ("s1ray.train.config:TrainConfig", "s1ray.train.trainer:run_train",
               "supervised fine-tuning on Ray Train with DeepSpeed ZeRO"),
     "evaluate": ("s1ray.evaluate.config:EvaluateConfig", "s1ray.evaluate.runner:run_evaluate",
