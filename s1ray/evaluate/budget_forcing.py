@@ -172,19 +172,23 @@ def sampling(generator: Any, temperature: float) -> Iterator[None]:
 
 
 def rejection_sample(generator: Any, prompts: list[str], bf: BudgetForcingConfig, budgets: Sequence[int],
-                     max_samples: int, temperature: float, hard_cap: Sequence[int]) -> tuple[list[ForcedResult], list[int]]:
+                     max_samples: int | None, temperature: float,
+                     hard_cap: Sequence[int]) -> tuple[list[ForcedResult], list[int]]:
     """s1's rejection-sampling baseline: draw until the (uncapped) thinking fits the budget.
 
-    Returns the accepted sample per prompt (the last draw when none fits) and the draw counts.
+    ``max_samples=None`` is s1's rule: every row is drawn again until all fit, however many
+    rounds it takes (draws are cut at budget + 1 tokens, since a longer one is rejected anyway).
+    With a number, a row stops after that many draws and keeps its last (over-budget) draw,
+    generated up to ``hard_cap``. Returns the accepted sample per prompt and the draw counts.
     """
     n = len(prompts)
+    if max_samples is None:
+        hard_cap = [b + 1 for b in budgets]
     chosen: list[ForcedResult | None] = [None] * n
     draws = [0] * n
     todo = list(range(n))
     with sampling(generator, temperature):
-        for _ in range(max_samples):
-            if not todo:
-                break
+        while todo and (max_samples is None or min(draws[i] for i in todo) < max_samples):
             out = think_phase(generator, [prompts[i] for i in todo], bf, [hard_cap[i] for i in todo],
                               num_waits=0, min_thinking_tokens=0)
             still = []

@@ -138,6 +138,16 @@ def test_rejection_sampling_gives_up_after_max_samples():
     assert results[1].thinking_tokens == 21
 
 
+def test_rejection_sampling_s1_rule_draws_until_every_row_fits():
+    """s1 (vllm_causallms.py): resample every row over the budget, no cap on rounds; draws cut at budget + 1."""
+    model = ScriptedModel(stop_after=[30, 30, 30, 30, 30, 30, 30, 30, 30, 2])
+    results, draws = rejection_sample(model, ["q", "r"], BF, budgets=[5, 40], max_samples=None, temperature=1.0,
+                                      hard_cap=[10, 80])
+    assert draws == [10, 1]
+    assert [r.thinking_tokens for r in results] == [3, 31] and not any(r.forced_stop for r in results)
+    assert model.calls[0]["limits"] == [6, 41]  # budget + 1: a longer draw is rejected anyway
+
+
 def test_sampling_context_restores_on_error():
     model = ScriptedModel()
     with pytest.raises(RuntimeError):

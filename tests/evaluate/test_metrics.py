@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from s1ray.evaluate.metrics import (accuracy, bootstrap_ci, control, markdown_table, performance, scaling,
-                                   score_from_summary, summarize)
+from s1ray.evaluate.metrics import (accuracy, bootstrap_ci, control, control_per_sample, markdown_table,
+                                   performance, scaling, score_from_summary, summarize)
 
 
 def test_accuracy_counts_ungraded_as_wrong():
@@ -17,9 +17,11 @@ def test_accuracy_counts_ungraded_as_wrong():
 
 def test_control_hand_computed():
     # within budget: 50<=100 yes, 120<=100 no, 100<=100 yes, 300<=200 no
-    assert control([50, 120, 100, 300], [100, 100, 100, 200]) == 0.5
+    assert control_per_sample([50, 120, 100, 300], [100, 100, 100, 200]) == 0.5
     # with a minimum: 50 is below the minimum of 60
-    assert control([50, 80], [100, 100], [60, 60]) == 0.5
+    assert control_per_sample([50, 80], [100, 100], [60, 60]) == 0.5
+    # s1's Control is over runs: their average thinking (80 <= 100, 205 > 200)
+    assert control([80.0, 205.0], [100, 200]) == 0.5
 
 
 def test_scaling_is_average_pairwise_slope():
@@ -65,12 +67,15 @@ def test_summarize_small_table():
     assert bf["scaling_pp_per_1k_tokens"] == pytest.approx(50 / 90 * 1000)
     assert bf["performance"] == 0.75
     tc = out["b"]["token_conditional"]
-    assert tc["control"] == 0.5  # 150>100 and 250>200 are over budget
+    # s1's Control counts runs: both runs average over their budget (120 > 100, 220 > 200) ...
+    assert tc["control"] == 0.0
+    assert tc["control_per_sample"] == 0.5  # ... while half the samples are within (90, 190)
+    assert bf["control_per_sample"] == 1.0
     assert [b["avg_thinking_tokens"] for b in tc["budgets"]] == [120.0, 220.0]
     assert tc["scaling"] == pytest.approx((1.0 - 0.5) / 100)
     table = markdown_table(out)
     assert "| b | budget_forcing | 100 | 4 | 25.0% |" in table
-    assert "| b | token_conditional | 50% |" in table
+    assert "| b | token_conditional | 0% | 50% |" in table
 
 
 def test_score_from_summary_aggregates_and_names_missing_key():
