@@ -198,15 +198,23 @@ def http_processor_config(cfg: GenerationConfig, *, num_cpus: float | None = Non
 # --- pre/postprocess (row-wise, inside the processor) -----------------------------------------
 
 def _vllm_preprocess(row: dict[str, Any]) -> dict[str, Any]:
+    # Every row carries the same nested fields with the same types: Ray 2.60 cannot concatenate
+    # blocks where a nested struct field is null in one and a struct in another (it raises
+    # "'pyarrow.lib.DataType' object is not iterable"). Skipped rows get a placeholder request.
     if row.get(PROMPT) is None:
-        return {ERROR_KEY: SKIP}
-    params = {"max_tokens": int(row[MAX_TOKENS]), "temperature": float(row[TEMPERATURE]),
-              "top_p": float(row[TOP_P]), "seed": int(row[SEED]), "skip_special_tokens": False}
-    stop = [str(s) for s in (row.get(STOP) if row.get(STOP) is not None else [])]
-    if stop:
-        params["stop"] = stop
+        return {"tokenized_prompt": [0], "sampling_params": _sampling(1, 0.0, 1.0, 0, []), ERROR_KEY: SKIP}
+    params = _sampling(int(row[MAX_TOKENS]), float(row[TEMPERATURE]), float(row[TOP_P]), int(row[SEED]),
+                       [str(s) for s in (row.get(STOP) if row.get(STOP) is not None else [])])
     # "" (not absent): a missing key would be filled with null, which Ray treats as an error.
     return {"tokenized_prompt": [int(t) for t in row[PROMPT_IDS]], "sampling_params": params, ERROR_KEY: ""}
+
+
+def _sampling(max_tokens: int, temperature: float, top_p: float, seed: int, stop: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
+                              "skip_special_tokens": False}
+    if stop:  # never an empty list: its Arrow type (list<null>) would not match list<string>
+        params["stop"] = stop
+    return params
 
 
 def _vllm_postprocess(row: dict[str, Any], eos_ids: tuple[int, ...]) -> dict[str, Any]:
@@ -222,36 +230,33 @@ def _vllm_postprocess(row: dict[str, Any], eos_ids: tuple[int, ...]) -> dict[str
 
 
 def _http_preprocess(row: dict[str, Any], model: str) -> dict[str, Any]:
-    if row.get(PROMPT) is None:
-        return {ERROR_KEY: SKIP}
-    body: dict[str, Any] = {"model": model, "prompt": str(row[PROMPT]), "max_tokens": int(row[MAX_TOKENS]),
-                            "temperature": float(row[TEMPERATURE]), "top_p": float(row[TOP_P]),
-                            "seed": int(row[SEED])}
+    if row.get(PROMPT) is None:  # same shape as a real body (see _vllm_preprocess); never sent
+        return {"payload": _body(model, "", 1, 0.0, 1.0, 0, []), ERROR_KEY: SKIP}
     stop = [str(s) for s in (row.get(STOP) if row.get(STOP) is not None else [])]
+    return {"payload": _body(model, str(row[PROMPT]), int(row[MAX_TOKENS]), float(row[TEMPERATURE]),
+                             float(row[TOP_P]), int(row[SEED]), stop), ERROR_KEY: ""}
+
+
+def _body(model: str, prompt: str, max_tokens: int, temperature: float, top_p: float, seed: int,
+          stop: list[str]) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, "prompt": prompt, "max_tokens": max_tokens,
+                            "temperature": temperature, "top_p": top_p, "seed": seed}
     if stop:
         body["stop"] = stop
-    return {"payload": body, ERROR_KEY: ""}
+    return body
 
 
 def _http_postprocess(row: dict[str, Any]) -> dict[str, Any]:
-    """An OpenAI ``/completions`` reply -> text, tokens, finish reason; anything else -> error."""
-    data = row.get("http_response")
-    try:
-        if isinstance(data, dict) and data.get("error"):
-            raise ValueError(str(data["error"])[:300])
-        choice = data["choices"][0]
-        text = choice.get("text")
-        if not isinstance(text, str):
-            raise ValueError("no text in choices[0]")
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
-        return {PACK: row[PACK], SCHEMA: row[SCHEMA], ERROR: f"endpoint: {e}" if isinstance(e, ValueError)
-                else f"malformed endpoint response: {str(data)[:200]}"}
+    """The session's normalized reply (:meth:`EndpointSession.normalize`) -> text, tokens, finish."""
+    data = row.get("http_response") or {}
+    if data.get("error") or data.get("text") is None:
+        return {PACK: row[PACK], SCHEMA: row[SCHEMA], ERROR: str(data.get("error") or "no reply")}
+    text = str(data["text"])
     stop = list(row.get(STOP) if row.get(STOP) is not None else [])
     cut = min([i for i in (text.find(s) for s in stop) if i != -1], default=len(text))
-    usage = data.get("usage") or {}
-    n = usage.get("completion_tokens")
-    return {PACK: row[PACK], SCHEMA: row[SCHEMA], TEXT: text[:cut], N_TOKENS: -1 if n is None else min(int(n), int(row[MAX_TOKENS])),
-            FINISH: "length" if choice.get("finish_reason") == "length" else "stop", ERROR: ""}
+    n = int(data.get("completion_tokens", -1))
+    return {PACK: row[PACK], SCHEMA: row[SCHEMA], TEXT: text[:cut], N_TOKENS: -1 if n < 0 else min(n, int(row[MAX_TOKENS])),
+            FINISH: "length" if data.get("finish_reason") == "length" else "stop", ERROR: ""}
 
 
 # --- the HTTP client session used inside Ray's HTTP stage ----------------------------------------
@@ -294,9 +299,10 @@ RETRY_STATUS = {408, 409, 429}
 class EndpointSession:
     """``session_factory`` for Ray's HTTP stage: every ``post`` starts at once (a batch's requests
     run in parallel), is rate limited, retried on 408/409/429/5xx and connection errors with
-    exponential backoff or ``Retry-After``, and ALWAYS answers with a JSON reply: the server's,
-    or ``{"error": reason}`` (HTTP error, exhausted retries, non-JSON body) so the row, not the
-    job, fails. The bearer token is scrubbed from every reason."""
+    exponential backoff or ``Retry-After``, and ALWAYS answers 200 with a normalized record
+    (:meth:`normalize`): the server's completion, or ``error`` (HTTP error, exhausted retries,
+    non-JSON or malformed body) so the row, not the job, fails. The bearer token is scrubbed
+    from every reason."""
 
     def __init__(self, max_retries: int = 5, timeout_s: float = 120.0, rps: float = 0.0, backoff_s: float = 1.0):
         self.max_retries, self.timeout_s, self.backoff_s = max_retries, timeout_s, backoff_s
@@ -321,6 +327,28 @@ class EndpointSession:
         secret = auth.split(" ", 1)[1] if " " in auth else auth
         return text.replace(secret, "***") if secret else text
 
+    @staticmethod
+    def normalize(data: Any, url: str) -> dict[str, Any]:
+        """An OpenAI ``/completions`` reply as one flat, fixed-shape record (Ray keeps the reply as
+        a nested Arrow struct; replies of different shapes could not share a block)."""
+        out = {"text": None, "finish_reason": "", "completion_tokens": -1, "error": ""}
+        try:
+            if isinstance(data, dict) and data.get("error"):
+                raise ValueError(str(data["error"])[:300])
+            choice = data["choices"][0]
+            if not isinstance(choice.get("text"), str):
+                raise ValueError("no text in choices[0]")
+        except ValueError as e:
+            return {**out, "error": f"endpoint error from {url}: {e}"}
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return {**out, "error": f"malformed reply from {url}: {str(data)[:200]}"}
+        n = (data.get("usage") or {}).get("completion_tokens")
+        return {**out, "text": choice["text"], "finish_reason": str(choice.get("finish_reason") or ""),
+                "completion_tokens": -1 if n is None else int(n)}
+
+    def _error(self, reason: str) -> _Reply:
+        return _Reply(200, {"text": None, "finish_reason": "", "completion_tokens": -1, "error": reason})
+
     async def _post(self, url: str, headers: dict[str, Any], data: Any) -> _Reply:
         import aiohttp
 
@@ -333,12 +361,14 @@ class EndpointSession:
                     body = await resp.text()
                     if resp.status == 200:
                         try:
-                            return _Reply(200, json.loads(body))
+                            reply = self.normalize(json.loads(body), url)
                         except ValueError:
-                            return _Reply(200, {"error": f"non-JSON reply from {url}: {self._scrub(body[:200], headers)}"})
+                            return self._error(f"non-JSON reply from {url}: {self._scrub(body[:200], headers)}")
+                        reply["error"] = self._scrub(reply["error"], headers)
+                        return _Reply(200, reply)
                     last = f"HTTP {resp.status} from {url}: {self._scrub(body[:300], headers)}"
                     if resp.status not in RETRY_STATUS and resp.status < 500:
-                        return _Reply(200, {"error": last})
+                        return self._error(last)
                     value = resp.headers.get("Retry-After", "")
                     retry_after = float(value) if value.replace(".", "", 1).isdigit() else None
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
@@ -349,7 +379,7 @@ class EndpointSession:
                 log.warning("endpoint attempt %d/%d failed (%s); retrying in %.2fs", attempt + 1,
                             self.max_retries + 1, last[:120], wait)
                 await asyncio.sleep(wait)
-        return _Reply(200, {"error": f"gave up after {self.max_retries + 1} attempts: {last}"})
+        return self._error(f"gave up after {self.max_retries + 1} attempts: {last}")
 
 
 # --- pack / unpack around the processor ------------------------------------------------------
