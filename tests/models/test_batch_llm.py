@@ -273,15 +273,20 @@ def vllm_scored(ray_local):
     ds = llm_traces(ds, traces, "_skip").materialize()
     solver = SolverConfig(name="smol", generation=vllm_cfg(max_new_tokens=40))
     d = DifficultyConfig(solvers=[solver], keep_responses=True)
-    df = llm_solver(ds, d, solver, "_skip").to_pandas().sort_values("row_index").reset_index(drop=True)
-    return df, traces, time.perf_counter() - t0
+    out = llm_solver(ds, d, solver, "_skip")
+    # strict concat: every block has the same schema (what `s1ray curate` collects with)
+    table = pa.concat_tables([t for t in ray_local.get(out.to_arrow_refs()) if t.num_rows]).sort_by("row_index")
+    return table, traces, time.perf_counter() - t0
 
 
 def test_vllm_teacher_traces_retry_and_quarantine(vllm_scored):
     from s1ray.curate.scoring import ScoringConfig, drop_reasons
 
-    df, traces, _ = vllm_scored
+    table, traces, _ = vllm_scored
+    df = table.to_pandas()
     assert df["row_index"].tolist() == [0, 1, 2, 3, 4]
+    assert table.schema.field("thinking").type == pa.list_(pa.string())  # own columns keep their types
+    assert table.schema.field("trace_error").type == pa.string() and table.schema.field("trace_correct").type == pa.bool_()
     # the row with its own trace keeps it and never reaches the teacher
     assert df["trace_source"][2] == "original" and pd.isna(df["teacher_thinking"][2])
     # the engine rejects the over-long prompt in both passes: recorded, the job finished
@@ -304,7 +309,8 @@ def test_vllm_teacher_traces_retry_and_quarantine(vllm_scored):
 def test_vllm_solver_columns_and_token_counts(vllm_scored):
     from s1ray.models.loading import load_tokenizer
 
-    df, _, seconds = vllm_scored
+    table, _, seconds = vllm_scored
+    df = table.to_pandas()
     tok = load_tokenizer(SMOL)
     for i in (0, 1, 2):
         text, n = df["solver_smol_response"][i], df["solver_smol_tokens"][i]
@@ -313,7 +319,8 @@ def test_vllm_solver_columns_and_token_counts(vllm_scored):
         # vLLM's count: the text's tokens, plus the end-of-sequence token when it stopped early
         assert n == len(tok(text, add_special_tokens=False)["input_ids"]) + (1 if n < 40 else 0)
         assert "<|im_end|>" not in text
-    assert df["solver_smol_tokens"].dtype == np.int64 and df["solver_smol_correct"].dtype == "boolean"
+    assert table.schema.field("solver_smol_tokens").type == pa.int64()
+    assert table.schema.field("solver_smol_correct").type == pa.bool_()
     # the engine's per-row error is the row's error; grading treats it as an "error" generation
     assert "VLLMValidationError" in df["solver_smol_error"][3]
     assert df["solver_smol_reason"][3].startswith("generation error: VLLMValidationError")
