@@ -139,3 +139,96 @@ def test_curate_with_model_stages_on_actor_pools(ray_local, tmp_path):
     sel = run_select(SelectConfig(input=summary["paths"]["scored_pool"], output_dir=str(tmp_path / "sel"),
                                   size=3, formats=["parquet"], plot=False))
     assert sel["size"] == 3 and sel["pool_size"] == 5
+
+
+# --- model stages on Ray Data LLM (backends vllm / openai) -------------------------------------
+
+@pytest.mark.parametrize("path,section", [("jobs/configs/curate_s1_59k.yaml", None),
+                                          ("jobs/configs/pipeline_s1_32b.yaml", "curate")])
+def test_s1_configs_build_valid_gpu_vllm_processors(path, section):
+    """Teacher and solvers of the s1 configs: GPU processors whose engine_kwargs vLLM accepts as
+    given (nothing dropped), one GPU bundle per tensor-parallel worker, s1's context lengths."""
+    from pathlib import Path
+
+    from s1ray.config import load_yaml
+    from s1ray.models.batch_llm import engine_kwargs, vllm_processor_config
+
+    raw = load_yaml(Path(__file__).resolve().parents[2] / path)
+    cfg = ScoringConfig.model_validate((raw[section] if section else raw)["scoring"])
+    gens = [cfg.traces.teacher] + [s.generation for s in cfg.difficulty.solvers]
+    assert [g.backend for g in gens] == ["vllm"] * 3
+    for g in gens:
+        assert set(g.engine_kwargs) <= set(engine_kwargs(g, gpu=True))  # no key dropped as unknown
+        pc = vllm_processor_config(g)  # num_gpus > 0: the GPU processor
+        ek = pc.engine_kwargs
+        assert ek["tensor_parallel_size"] == g.num_gpus and len(pc.placement_group_config["bundles"]) == g.num_gpus
+        assert all(b["GPU"] == 1 for b in pc.placement_group_config["bundles"])
+        assert ek["max_model_len"] >= g.max_new_tokens and ek["enable_prefix_caching"]
+        assert 0 < ek["gpu_memory_utilization"] <= 0.95 and "kv_cache_memory_bytes" not in ek
+        assert pc.concurrency == g.concurrency and pc.batch_size == g.batch_size and pc.should_continue_on_error
+
+
+def test_llm_path_routing_and_judge_pool_fits(monkeypatch):
+    """vllm/openai stages go to Ray Data LLM, hf stays on actor pools; a judge pool is fitted too."""
+    import s1ray.curate.scoring as scoring
+
+    api = {"backend": "openai", "model": "x", "num_cpus": 1.0, "endpoint": {"base_url": "http://127.0.0.1:1/v1"}}
+    cfg = ScoringConfig.model_validate({
+        "lengths": {"enabled": False}, "domains": {"enabled": False},
+        "difficulty": {"solvers": [{"name": "a", "generation": api},
+                                   {"name": "b", "generation": {"model": "tiny:tiny", "num_cpus": 1.0}}],
+                       "judge": api}})
+    seen = []
+    monkeypatch.setattr(scoring, "_llm_stage", lambda ds, name, cfg, kw, skip, ncpu, jcpu: seen.append(
+        (name, ncpu, jcpu)) or ds)
+
+    class FakeDs:
+        def __init__(self):
+            self.maps = []
+
+        def map_batches(self, fn, **kw):
+            self.maps.append((fn, kw))
+            return self
+
+    ds = scoring.score_dataset(FakeDs(), cfg)
+    assert [s[0] for s in seen] == ["solver:a"]  # the hf solver keeps its ArrowStage actor pool
+    assert ds.maps[0][0] is scoring.ArrowStage and ds.maps[0][1]["fn_constructor_kwargs"]["fn"].__name__ == "SolverAttempts"
+    _, solver_cpus, judge_cpus = seen[0]
+    assert solver_cpus + judge_cpus + ds.maps[0][1]["num_cpus"] <= 1.0 + 1e-6  # 2 CPUs minus a read task
+
+
+def _trace_batch():
+    import pyarrow as pa
+
+    return pa.table({"question": ["q0", "q1", "q2", "q3"], "answer": ["1", "2", "3", "4"],
+                     "thinking": pa.array([None, ["own trace here"], None, None], pa.list_(pa.string())),
+                     "skip": [False, False, False, True]})
+
+
+def test_trace_passes_select_rows_and_retry_at_retry_temperature():
+    """Pass 1 asks for rows without a trace (not skipped); failures are marked for pass 2, which
+    samples at retry_temperature; the last pass marks nothing; resolve fills the trace columns."""
+    from s1ray.curate import scoring
+    from s1ray.curate.traces import TracesConfig
+    from s1ray.models.generation import Generation
+
+    cfg = TracesConfig(enabled=True, teacher={"model": "tiny:tiny", "temperature": 0.0, "max_new_tokens": 9},
+                       max_attempts=2, min_thinking_chars=5)
+    batch = _trace_batch()
+    reqs = scoring._trace_requests(batch, cfg, 0, "skip")
+    assert [r is not None for r in reqs] == [True, False, True, False]
+    assert reqs[0].temperature == 0.0 and reqs[0].max_tokens == 9 and "q0" in reqs[0].prompt
+    good = Generation("Long enough reasoning.\n\nFinal Answer: \\boxed{1}", 12, "stop")
+    batch = scoring._trace_round(batch, [good, None, Generation("", 0, "error", "boom"), None], cfg, 0)
+    assert batch["_trace_retry"].to_pylist() == [False, False, True, False]
+    assert batch["trace_error"].to_pylist() == [None, None, "generation error: boom (after 1 attempt(s))", None]
+    retry = scoring._trace_requests(batch, cfg, 1, "skip")
+    assert [r is not None for r in retry] == [False, False, True, False]
+    assert retry[2].temperature == cfg.retry_temperature and retry[2].seed != reqs[2].seed
+    batch = scoring._trace_round(batch, [None, None, Generation("x", 9, "length"), None], cfg, 1)
+    assert batch["_trace_retry"].to_pylist() == [False] * 4  # no third attempt
+    out = scoring._trace_resolve(batch, "skip")
+    assert "_trace_retry" not in out.column_names
+    assert out["trace_source"].to_pylist() == ["teacher", "original", None, None]
+    assert out["trace_error"].to_pylist()[2] == "truncated at max_new_tokens (after 2 attempt(s))"
+    assert out["trace_correct"].to_pylist()[0] is True and out["teacher_thinking"].to_pylist()[3] is None
