@@ -85,6 +85,36 @@ def test_http_processor_config(monkeypatch):
     assert bl.http_processor_config(cfg).headers == {}
 
 
+# --- pre/postprocess and the endpoint session's reply record ------------------------------------
+
+def test_vllm_postprocess_finish_reason_from_tokens():
+    row = {bl.PACK: b"p", bl.SCHEMA: b"s", bl.MAX_TOKENS: 4, "generated_text": "abc", "num_generated_tokens": 4,
+           "generated_tokens": [5, 6, 7, 8]}
+    assert bl._vllm_postprocess(row, eos_ids=(2,))[bl.FINISH] == "length"  # budget used, no eos
+    assert bl._vllm_postprocess({**row, "generated_tokens": [5, 6, 7, 2]}, eos_ids=(2,))[bl.FINISH] == "stop"
+    short = bl._vllm_postprocess({**row, "num_generated_tokens": 2, "generated_tokens": [5, 2]}, eos_ids=(2,))
+    assert short[bl.FINISH] == "stop" and short[bl.N_TOKENS] == 2 and short[bl.ERROR] == ""
+    assert "malformed" in bl._vllm_postprocess({bl.PACK: b"p", bl.SCHEMA: b"s", bl.MAX_TOKENS: 4}, (2,))[bl.ERROR]
+    skip = bl._vllm_preprocess({bl.PROMPT: None})
+    real = bl._vllm_preprocess({bl.PROMPT: "x", bl.PROMPT_IDS: [1, 2], bl.MAX_TOKENS: 3, bl.TEMPERATURE: 0.5,
+                                bl.TOP_P: 0.9, bl.SEED: 7, bl.STOP: None})
+    assert skip[bl.ERROR_KEY] == bl.SKIP and real[bl.ERROR_KEY] == ""
+    assert set(skip) == set(real) and set(skip["sampling_params"]) == set(real["sampling_params"])  # same shape
+
+
+def test_endpoint_reply_record_and_http_postprocess():
+    norm = bl.EndpointSession.normalize
+    ok = norm({"choices": [{"text": "hi STOP x", "finish_reason": "length"}], "usage": {"completion_tokens": 9}}, "u")
+    assert ok == {"text": "hi STOP x", "finish_reason": "length", "completion_tokens": 9, "error": ""}
+    assert set(norm({"error": {"message": "quota"}}, "u")) == set(ok)  # one fixed shape for every reply
+    assert "quota" in norm({"error": {"message": "quota"}}, "u")["error"]
+    assert "malformed" in norm({"choices": []}, "u")["error"] and "no text" in norm({"choices": [{}]}, "u")["error"]
+    row = {bl.PACK: b"p", bl.SCHEMA: b"s", bl.MAX_TOKENS: 5, bl.STOP: [" STOP"], "http_response": ok}
+    out = bl._http_postprocess(row)
+    assert (out[bl.TEXT], out[bl.N_TOKENS], out[bl.FINISH]) == ("hi", 5, "length")  # cut at stop, capped
+    assert bl._http_postprocess({**row, "http_response": norm({"error": "x"}, "u")})[bl.ERROR]
+
+
 # --- hf fallback: the same build/finish contract on an actor-pool Generator -------------------
 
 def _build(batch, max_tokens):
@@ -157,8 +187,10 @@ class Stub:
                 else:
                     text = "Two and two. \\boxed{4} STOP ignored"
                 if text is not None:
-                    data = json.dumps({"choices": [{"text": text, "finish_reason": "stop"}],
-                                       "usage": {"completion_tokens": 7}})
+                    reply = {"choices": [{"text": text, "finish_reason": "stop"}], "usage": {"completion_tokens": 7}}
+                    if "nousage" in p:
+                        del reply["usage"]
+                    data = json.dumps(reply)
                 raw = data.encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -189,8 +221,8 @@ def test_http_scoring_against_stub(ray_local, monkeypatch, caplog, capsys):
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("S1RAY_TEST_KEY", SECRET)
     questions = ["What is 2+2?", "fail400 What is 2+2?", "flaky What is 2+2?", "garbage What is 2+2?",
-                 "judge me: square of x?", "skipped What is 2+2?"]
-    answers = ["4", "4", "4", "4", "x^2", "4"]
+                 "judge me: square of x?", "skipped What is 2+2?", "nousage What is 2+2?"]
+    answers = ["4", "4", "4", "4", "x^2", "4", "4"]
     with Stub() as srv:
         gen = {"backend": "openai", "model": SMOL, "max_new_tokens": 32, "batch_size": 4, "num_cpus": 0.25,
                "endpoint": {"base_url": srv.url, "model": "served", "api_key_env": "S1RAY_TEST_KEY",
@@ -200,8 +232,8 @@ def test_http_scoring_against_stub(ray_local, monkeypatch, caplog, capsys):
             "domains": {"method": "llm", "llm": {**gen, "max_new_tokens": 16}},
             "difficulty": {"solvers": [{"name": "api", "generation": gen}], "judge": gen},
         })
-        table = pa.table({"question": questions, "answer": answers, "row_index": list(range(6)),
-                          "_skip": [False] * 5 + [True]})
+        table = pa.table({"question": questions, "answer": answers, "row_index": list(range(7)),
+                          "_skip": [False] * 5 + [True, False]})
         import ray
 
         ds = score_dataset(ray.data.from_arrow(table), cfg, skip_column="_skip")
@@ -233,6 +265,11 @@ def test_http_scoring_against_stub(ray_local, monkeypatch, caplog, capsys):
     assert list(df["domain_pred"][[0, 2, 4]]) == ["11"] * 3 and df["domain_method"][0] == "llm"
     assert pd.isna(df["domain_pred"][1]) and "HTTP 400" in df["domain_error"][1]
     assert df["solver_failures"][:5].tolist() == [0, 1, 0, 1, 0] and pd.isna(df["solver_failures"][5])
+    # 6: a reply without usage: tokens counted with the model's tokenizer
+    from s1ray.models.loading import load_tokenizer
+
+    expect = len(load_tokenizer(SMOL)("Two and two. \\boxed{4} STOP ignored", add_special_tokens=False)["input_ids"])
+    assert df["solver_api_tokens"][6] == expect != 7 and c[6] == True  # noqa: E712
     # requests: /completions, bearer key, served model name, per-row stop-less bodies
     assert {r["path"] for r in srv.requests} == {"/v1/completions"}
     assert all(r["auth"] == f"Bearer {SECRET}" and r["body"]["model"] == "served" for r in srv.requests)
@@ -240,6 +277,15 @@ def test_http_scoring_against_stub(ray_local, monkeypatch, caplog, capsys):
                for r in srv.requests) == 2
     out = capsys.readouterr()
     assert SECRET not in caplog.text and SECRET not in out.out + out.err
+    import os
+
+    from ray._private.worker import _global_node
+
+    logs = os.path.join(_global_node.get_session_dir_path(), "logs")  # every Ray process's log files
+    for root, _, files in os.walk(logs):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                assert SECRET.encode() not in f.read(), name
     assert not df.astype(str).apply(lambda s: s.str.contains(SECRET)).any().any()
 
 
