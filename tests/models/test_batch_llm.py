@@ -7,7 +7,6 @@ import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
