@@ -108,6 +108,24 @@ def trial_evaluation(cfg: SweepConfig, work: Path):
                           limit_before_last=cfg.intermediate_limit, metric=cfg.metric, output_dir=str(work / "eval"))
 
 
+def log_attempt(work: Path, max_failures: int, trial_id: str) -> None:
+    """Start an attempt in ``attempts.jsonl``, the trial's audit trail of retries and resumes.
+
+    A trial's retry budget spans resumes: Tune restarts an interrupted sweep's unfinished trials
+    with fresh failure counters, so an attempt first checks the failures already recorded here
+    and gives up at once, without training, when ``max_failures`` retries were already used. An
+    attempt cut off by the interruption itself (a start record without ``failed``) is not a failure.
+    """
+    path = work / "attempts.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    failed = [r for r in records if r.get("failed")]
+    if len(failed) > max_failures:
+        raise RuntimeError(f"trial {trial_id}: its retry budget ({max_failures} retries) was used before the "
+                           f"sweep was resumed; last error: {failed[-1]['failed']}")
+    with open(path, "a") as f:
+        f.write(json.dumps({"time": time.time(), "pid": os.getpid()}) + "\n")
+
+
 def run_trial(config: dict[str, Any], pool_refs: list, sweep: dict[str, Any]) -> None:
     """Tune function trainable: select -> one Ray Train run that trains and evaluates -> report.
 
@@ -134,58 +152,63 @@ def run_trial(config: dict[str, Any], pool_refs: list, sweep: dict[str, Any]) ->
         _report({**state["metrics"], "resumed_finished": True}, state)
         return
 
-    with open(work / "attempts.jsonl", "a") as f:  # an audit trail of retries and resumes
-        f.write(json.dumps({"time": time.time(), "pid": os.getpid()}) + "\n")
-    t0 = time.perf_counter()
-    pool: pd.DataFrame = ray.get(pool_refs[0])
-    ship_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    size = None if trial["size"] == FULL else int(trial["size"])
-    subset = select_subset(pool, trial["criterion"], size, trial["seed"], cfg.selection)
-    data_path = write_subset(to_s1k(subset), work, ["parquet"])["parquet"]
-    select_s = time.perf_counter() - t0
-    n_rows = len(subset)
-    del pool, subset
+    log_attempt(work, cfg.max_failures, trial_id)
+    try:
+        t0 = time.perf_counter()
+        pool: pd.DataFrame = ray.get(pool_refs[0])
+        ship_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        size = None if trial["size"] == FULL else int(trial["size"])
+        subset = select_subset(pool, trial["criterion"], size, trial["seed"], cfg.selection)
+        data_path = write_subset(to_s1k(subset), work, ["parquet"])["parquet"]
+        select_s = time.perf_counter() - t0
+        n_rows = len(subset)
+        del pool, subset
 
-    base = {"criterion": trial["criterion"], "size": str(trial["size"]), "seed": trial["seed"], "n_rows": n_rows}
-    # Added to every report of the Train run, so a trial ASHA stops mid-run still says when it began.
-    echo = {**base, "t_entry_unix": t_entry, "t_select_s": select_s, "t_ship_s": ship_s}
-    train_cfg = trial_train_config(cfg, trial, data_path, trial_id, work)
-    # Train V2's controller polls its workers every 2 s, so a run's end is noticed up to 2 s late:
-    # a visible share of a short trial. Polling a handful of workers more often costs nothing.
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-    t_fit = time.time()
-    result = build_trainer(train_cfg, run_name=trial_id, callbacks=[TuneReportCallback()],
-                           extra_loop_config={"report_also": echo}, evaluation=trial_evaluation(cfg, work),
-                           export=cfg.keep_models).fit()
-    t_fit_end = time.time()
-    if result.error:
-        raise RuntimeError(f"training run {trial_id} failed: {result.error}")
-    m = dict(result.metrics or {})
-    if "score" not in m:
-        raise RuntimeError(f"training run {trial_id} finished without a final evaluation (metrics: {sorted(m)})")
-    t0 = time.perf_counter()
-    if cfg.keep_models:
-        with result.checkpoint.as_directory() as d:
-            copy_export(d, work / "model")
-    export_s = time.perf_counter() - t0
-    timings = {
-        "select_s": select_s, "ship_s": ship_s, "fit_s": t_fit_end - t_fit,
-        # Worker group, data, model and DeepSpeed: fit start -> the first optimizer step.
-        "train_startup_s": m["time/entry_unix"] - t_fit + m["time/ready_s"],
-        "steps_s": m["time/steps_s"], "eval_s": m["time/eval_s"], "checkpoint_s": m["time/checkpoint_s"],
-        "finish_s": t_fit_end - m["time/report_unix"],  # final report -> fit returns (upload, shutdown)
-        "export_s": export_s, "trial_s": time.perf_counter() - t_start,
-    }
-    metrics = {**echo, "score": float(m["score"]), "stage": int(m["stage"]), "final": True,
-               "epochs_done": train_cfg.epochs, "eval_dir": m.get("eval/dir"),
-               **{f"t_{k}": v for k, v in timings.items()}, "t_end_unix": time.time(),
-               "scoring_modules_loaded": json.dumps(scoring_modules_loaded())}
-    state = {"finished": True, "metrics": metrics}
-    (work / "trial_state.json").write_text(json.dumps(state, indent=2))
-    _report(metrics, state)
-    if not cfg.keep_train_checkpoints:
-        shutil.rmtree(Path(train_cfg.resolved_storage_path()) / trial_id, ignore_errors=True)
+        base = {"criterion": trial["criterion"], "size": str(trial["size"]), "seed": trial["seed"], "n_rows": n_rows}
+        # Added to every report of the Train run, so a trial ASHA stops mid-run still says when it began.
+        echo = {**base, "t_entry_unix": t_entry, "t_select_s": select_s, "t_ship_s": ship_s}
+        train_cfg = trial_train_config(cfg, trial, data_path, trial_id, work)
+        # Train V2's controller polls its workers every 2 s, so a run's end is noticed up to 2 s late:
+        # a visible share of a short trial. Polling a handful of workers more often costs nothing.
+        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+        t_fit = time.time()
+        result = build_trainer(train_cfg, run_name=trial_id, callbacks=[TuneReportCallback()],
+                               extra_loop_config={"report_also": echo}, evaluation=trial_evaluation(cfg, work),
+                               export=cfg.keep_models).fit()
+        t_fit_end = time.time()
+        if result.error:
+            raise RuntimeError(f"training run {trial_id} failed: {result.error}")
+        m = dict(result.metrics or {})
+        if "score" not in m:
+            raise RuntimeError(f"training run {trial_id} finished without a final evaluation (metrics: {sorted(m)})")
+        t0 = time.perf_counter()
+        if cfg.keep_models:
+            with result.checkpoint.as_directory() as d:
+                copy_export(d, work / "model")
+        export_s = time.perf_counter() - t0
+        timings = {
+            "select_s": select_s, "ship_s": ship_s, "fit_s": t_fit_end - t_fit,
+            # Worker group, data, model and DeepSpeed: fit start -> the first optimizer step.
+            "train_startup_s": m["time/entry_unix"] - t_fit + m["time/ready_s"],
+            "steps_s": m["time/steps_s"], "eval_s": m["time/eval_s"], "checkpoint_s": m["time/checkpoint_s"],
+            "finish_s": t_fit_end - m["time/report_unix"],  # final report -> fit returns (upload, shutdown)
+            "export_s": export_s, "trial_s": time.perf_counter() - t_start,
+        }
+        metrics = {**echo, "score": float(m["score"]), "stage": int(m["stage"]), "final": True,
+                   "epochs_done": train_cfg.epochs, "eval_dir": m.get("eval/dir"),
+                   **{f"t_{k}": v for k, v in timings.items()}, "t_end_unix": time.time(),
+                   "scoring_modules_loaded": json.dumps(scoring_modules_loaded())}
+        state = {"finished": True, "metrics": metrics}
+        (work / "trial_state.json").write_text(json.dumps(state, indent=2))
+        _report(metrics, state)
+        if not cfg.keep_train_checkpoints:
+            shutil.rmtree(Path(train_cfg.resolved_storage_path()) / trial_id, ignore_errors=True)
+
+    except Exception as e:
+        with open(work / "attempts.jsonl", "a") as f:
+            f.write(json.dumps({"time": time.time(), "pid": os.getpid(), "failed": f"{type(e).__name__}: {e}"[:500]}) + "\n")
+        raise
 
 
 # ---------------------------------------------------------------------------------------

@@ -128,12 +128,16 @@ def test_sweep_interrupted_resumes_without_redoing_finished_trials(own_tmp, requ
     # Finished trials were not trained again: no new attempt in their log.
     for trial_id, n_attempts in done_before.items():
         assert (sweep / "trials" / trial_id / "attempts.jsonl").read_text().count("\n") == n_attempts
-    # The failing criterion is retried (max_failures=1 -> 2 attempts) and shown, never missing.
+    # The failing criterion is retried (max_failures=1 -> 2 failed attempts) and shown, never missing.
+    # Its retry budget spans the resume: however the kill fell, it fails exactly twice in all; an
+    # attempt the kill cut off (a start record with no outcome) is not one of them.
     failed = table[table["criterion"] == "difficulty"]
     assert len(failed) == 2 and (failed["status"] == "failed").all()
     assert failed["error"].str.contains("solver_failures").all()
     for trial_id in failed["trial_id"]:
-        assert (sweep / "trials" / trial_id / "attempts.jsonl").read_text().count("\n") == 2
+        records = [json.loads(line) for line in (sweep / "trials" / trial_id / "attempts.jsonl").read_text().splitlines()]
+        assert sum("failed" in r for r in records) == 2, records
+        assert "solver_failures" in records[-1]["failed"]
     # No trial imported scoring-model code.
     assert (grid["scoring_modules_loaded"] == "[]").all()
     # The analysis: no full-pool trial, so it falls back to the best and says so; all files written.
@@ -168,3 +172,18 @@ def test_a_stopped_trials_placement_group_is_released(ray_local):
         time.sleep(0.1)
     assert placement_group_table(pg)["state"] == "REMOVED"
     assert release_placement_group(pg.id.hex()) is False  # already gone: nothing to do
+
+
+def test_retry_budget_spans_resumes(tmp_path):
+    """An attempt cut off by an interruption is not a failure; recorded failures count across resumes."""
+    from s1ray.sweep.driver import log_attempt
+
+    log = tmp_path / "attempts.jsonl"
+    log_attempt(tmp_path, 1, "t1")  # attempt 1 ...
+    log.open("a").write(json.dumps({"failed": "ValueError: no solver_failures column"}) + "\n")  # ... failed
+    log_attempt(tmp_path, 1, "t1")  # attempt 2, then the sweep is killed: no outcome
+    log_attempt(tmp_path, 1, "t1")  # resumed: the interrupted attempt did not use the budget
+    log.open("a").write(json.dumps({"failed": "ValueError: no solver_failures column"}) + "\n")
+    with pytest.raises(RuntimeError, match="retry budget.*solver_failures"):
+        log_attempt(tmp_path, 1, "t1")
+    assert len(log.read_text().splitlines()) == 5  # the refused attempt wrote nothing
