@@ -160,7 +160,7 @@ def vllm_processor_config(cfg: GenerationConfig, *, gpu: bool | None = None, num
         pg = {"bundles": [{"CPU": cpus}]}
     return vLLMEngineProcessorConfig(
         model_source=resolve_model_path(cfg.model), engine_kwargs=kwargs, concurrency=cfg.concurrency,
-        batch_size=cfg.batch_size, accelerator_type=None, placement_group_config=pg,
+        batch_size=cfg.batch_size, accelerator_type=cfg.accelerator_type if gpu else None, placement_group_config=pg,
         should_continue_on_error=True, chat_template_stage=False, tokenize_stage=False,
         detokenize_stage=False, log_engine_metrics=False)
 

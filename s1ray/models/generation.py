@@ -57,6 +57,7 @@ class GenerationConfig(StrictModel):
     concurrency: int = 1  # Ray Data actor pool size
     num_cpus: float = 1.0  # per actor
     num_gpus: float = 0.0  # per actor
+    accelerator_type: str | None = None  # e.g. "H100": GPU actors and engines only on that GPU type
     # vLLM engine arguments (max_model_len, gpu_memory_utilization, enable_prefix_caching,
     # max_num_seqs, tensor_parallel_size, enforce_eager, ...), over the defaults of
     # :func:`vllm_engine_kwargs`. Used by the vllm backend and by Ray Data LLM processors.

@@ -59,6 +59,7 @@ def test_vllm_processor_config_gpu_is_built_not_run(ray_local):
     assert ek["tensor_parallel_size"] == 4 and ek["gpu_memory_utilization"] == 0.9
     assert "kv_cache_memory_bytes" not in ek and "enforce_eager" not in ek
     assert pc.concurrency == 2 and pc.batch_size == 64
+    assert bl.vllm_processor_config(cfg.model_copy(update={"accelerator_type": "H100"})).accelerator_type == "H100"
     proc = build_processor(pc)
     assert proc.list_stage_names() == ["vLLMEngineStage"]  # s1ray renders and tokenizes prompts itself
     kwargs = proc.get_stage_by_name("vLLMEngineStage").map_batches_kwargs
