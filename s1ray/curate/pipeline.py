@@ -228,7 +228,8 @@ def run_resumable(stage: Stage, ds, cfg: CurateConfig, done: Path,
     new: list[pa.Table] = []
     if todo.num_rows:
         out = stage.run(to_dataset(todo, cfg.batch_size), cfg)
-        for block in out.iter_batches(batch_size=None, batch_format="pyarrow"):
+        # No prefetch: with it, a finished block is handed over only once the next one is done.
+        for block in out.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
             if block.num_rows:
                 parts.save(block)
                 new.append(block)

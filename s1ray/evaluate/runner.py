@@ -222,7 +222,8 @@ def _generate(cfg: EvaluateConfig, tasks: list[dict[str, Any]]):
         EvaluateBatch, fn_constructor_kwargs={"cfg": cfg},
         compute=ray.data.ActorPoolStrategy(size=cfg.generation.concurrency),
         batch_size=bs, batch_format="numpy", **resources)
-    yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
+    # No prefetch: with it, a finished block is handed over only once the next one is done.
+    yield from ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0)
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
