@@ -50,12 +50,16 @@ def is_null(value: Any) -> bool:
 
 
 def format_question(question: Any, choices: Any = None) -> str:
-    """The question as a model sees it: multiple-choice options listed as ``A. ...`` lines."""
+    """The question as a model sees it: multiple-choice options listed as ``A. ...`` lines.
+
+    A question whose text already lists every option (s1K's GPQA rows end with "Answer Choices:
+    (A) ...") is left as it is, so the model never sees the options twice.
+    """
     text = str(question)
     if is_null(choices):
         return text
     options = [str(c) for c in list(choices)]
-    if not options:
+    if not options or all(o.strip() and o.strip() in text for o in options):
         return text
     return text + "\n\n" + "\n".join(f"{'ABCDEFGHIJKLMNOPQRSTUVWXYZ'[i]}. {c}" for i, c in enumerate(options))
 

@@ -79,6 +79,8 @@ def test_helpers():
     df = pool()
     assert has_trace(df).tolist() == [True, False, False, False]
     assert format_question("Pick one", ["x", "y"]) == "Pick one\n\nA. x\nB. y"
+    gpqa = "Which gas?\nAnswer Choices:\n(A) neon\n(B) argon\n(C) xenon\n(D) radon"  # s1K lists its options
+    assert format_question(gpqa, ["neon", "argon", "xenon", "radon"]) == gpqa
     import pytest
 
     with pytest.raises(ValueError, match="teacher"):
