@@ -8,7 +8,9 @@ Two rules (``DecontamConfig.rule``):
   ``min_matches`` *distinctive* word n-grams with that benchmark's problems, when its normalized
   text equals one of them (catches evaluation problems shorter than ``n`` words, which have no
   n-gram at all), or when it is a *copy* of one evaluation problem: it shares at least
-  ``copy_fraction`` of that problem's n-grams, common or not. An n-gram is *common phrasing*,
+  ``copy_fraction`` of that problem's own n-grams (those not in more than ``max_eval_df``
+  evaluation problems, so a shared template alone makes no copy), whatever the pool holds. An
+  n-gram is *common phrasing*,
   and does not count as distinctive, when it occurs in more than ``max_eval_df`` evaluation
   problems or in more than ``max_pool_df`` distinct pool questions that are not themselves
   copies ("express your answer as a decimal to the nearest ..."). Because copies neither need
@@ -57,7 +59,7 @@ class EvalIndex:
     # n-gram -> evaluation problems holding it (CSR: doc_ids[doc_offsets[g]:doc_offsets[g+1]])
     doc_offsets: np.ndarray | None = None
     doc_ids: np.ndarray | None = None
-    doc_ngrams: np.ndarray | None = None  # per evaluation problem: its distinct n-grams
+    doc_ngrams: np.ndarray | None = None  # per evaluation problem: its n-grams that are not common phrasing
     doc_bench: np.ndarray | None = None  # per evaluation problem: its benchmark index
 
     @property
@@ -97,9 +99,11 @@ def build_index(questions: dict[str, list[str]], cfg: DecontamConfig) -> EvalInd
     np.bitwise_or.at(mask, inv, (np.int64(1) << bod[pairs[:, 1].astype(np.int64)]).astype(np.int64))
     offsets = np.r_[0, np.cumsum(df)].astype(np.int64)
     doc_ids = pairs[:, 1].astype(np.int64)  # pairs are sorted by n-gram, so this is the CSR body
-    return EvalIndex(names=names, ngrams=uniq, bench_mask=mask, eval_common=df > cfg.max_eval_df,
+    eval_common = df > cfg.max_eval_df
+    own = doc_ids[np.repeat(~eval_common, df)]  # (problem) of each pair whose n-gram is not common
+    return EvalIndex(names=names, ngrams=uniq, bench_mask=mask, eval_common=eval_common,
                      exact_ids=exact, n_problems={k: len(v) for k, v in questions.items()}, n_short=n_short,
-                     doc_offsets=offsets, doc_ids=doc_ids, doc_ngrams=np.bincount(doc_ids, minlength=doc_base),
+                     doc_offsets=offsets, doc_ids=doc_ids, doc_ngrams=np.bincount(own, minlength=doc_base),
                      doc_bench=bod)
 
 
@@ -148,8 +152,15 @@ def decontam_features(batch: pa.Table, index: EvalIndex, cfg: DecontamConfig) ->
 
 
 def _copies(row_of: np.ndarray, flat: np.ndarray, index: EvalIndex, n_total: int, fraction: float) -> np.ndarray:
-    """Per pool row, a benchmark bitmask: the row shares >= ``fraction`` of one of its problems' n-grams."""
+    """Per pool row, a benchmark bitmask: the row shares >= ``fraction`` of one problem's own n-grams.
+
+    A problem's own n-grams are those not common to many evaluation problems: a templated sibling
+    ("State the final answer to the following arithmetic problem: 4 - 1 =" next to "... 1 + 5 =")
+    shares the template, not the problem, and is not a copy of it.
+    """
     out = np.zeros(n_total, np.int64)
+    own = ~index.eval_common[flat] if len(flat) else np.zeros(0, bool)
+    row_of, flat = row_of[own], flat[own]
     if not len(flat) or index.doc_offsets is None:
         return out
     starts, lens = index.doc_offsets[flat], np.diff(index.doc_offsets)[flat]
@@ -160,7 +171,7 @@ def _copies(row_of: np.ndarray, flat: np.ndarray, index: EvalIndex, n_total: int
     n_docs = len(index.doc_ngrams)
     key, shared = np.unique(rows.astype(np.int64) * n_docs + docs, return_counts=True)
     r, d = key // n_docs, key % n_docs
-    hit = shared >= fraction * index.doc_ngrams[d]
+    hit = (shared >= fraction * index.doc_ngrams[d]) & (index.doc_ngrams[d] > 0)
     np.bitwise_or.at(out, r[hit], np.int64(1) << index.doc_bench[d[hit]].astype(np.int64))
     return out
 

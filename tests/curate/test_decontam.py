@@ -86,3 +86,24 @@ def test_score_decontam_reads_eval_files(ray_local, tmp_path):
     out = pa.concat_tables(ray_local.get(score_decontam(ds, cfg).to_arrow_refs())).sort_by("row_index")
     assert out["contam_benchmarks"].to_pylist() == ["mini500", "mini500", ""]
     assert np.array(out["contam_exact"].to_pylist()).tolist() == [True, True, False]
+
+
+def test_templated_siblings_are_not_copies_of_each_other():
+    """reasoning-gym style: every evaluation problem shares one template; a pool row with the same
+    template and other numbers is a sibling exercise, not a copy; the same problem is still caught."""
+    import pyarrow as pa
+
+    from s1ray.curate.config import DecontamConfig
+    from s1ray.curate.decontam import build_index, decontam_features, find_contamination
+    from s1ray.records import make_record, to_table
+
+    tpl = "State the final answer to the following arithmetic problem: {} ="
+    evals = {"gym_eval": [tpl.format(e) for e in ("3 + 4", "12 - 5 + 9", "7 + 8 - 2 + 6", "40 - 13")]}
+    pool = [tpl.format("1 + 5"), tpl.format("4 - 1 - 7"), tpl.format("12 - 5 + 9"),
+            "Please state the final answer to the following arithmetic problem: 7 + 8 - 2 + 6 ="]
+    cfg = DecontamConfig()
+    index = build_index(evals, cfg)
+    recs = [make_record(source="pool", origin=f"f:{i}", question=q) for i, q in enumerate(pool)]
+    t = to_table(recs).append_column("row_index", pa.array(range(len(recs)), pa.int64()))
+    labels = list(find_contamination(decontam_features(t, index, cfg), index, cfg, t.num_rows)["labels"])
+    assert labels == ["", "", "gym_eval", "gym_eval"]
