@@ -81,3 +81,52 @@ def test_evaluate_killed_midway_resumes_without_regenerating(tmp_path, ray_tmp):
     ref_summary.pop("seconds"), summary.pop("seconds")
     assert summary == ref_summary
     assert "_task" not in (out / "samples.jsonl").read_text()
+
+
+def test_evaluation_key_follows_what_changes_generations(tmp_path):
+    """Parts of another config live in another folder: only generation-relevant fields count."""
+    from s1ray.evaluate.config import EvaluateConfig
+    from s1ray.evaluate.runner import build_tasks, evaluation_key, parts_dir
+
+    base = eval_config(tmp_path, "a")
+
+    def key(**changes):
+        raw = json.loads(json.dumps(base))
+        for path, value in changes.items():
+            node = raw
+            *parents, last = path.split("__")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[last] = value
+        cfg = EvaluateConfig.model_validate(raw)
+        return evaluation_key(cfg, build_tasks(cfg)[0])
+
+    same = key()
+    for unchanged in ({"output_dir": str(tmp_path / "b")}, {"progress": True}, {"bootstrap_samples": 7},
+                      {"generation__concurrency": 3}, {"generation__num_cpus": 0.25}, {"ray__num_cpus": 1}):
+        assert key(**unchanged) == same, unchanged
+    for changed in ({"generation__max_new_tokens": 33}, {"generation__batch_size": 2}, {"budgets": [2, 5]},
+                    {"methods": ["budget_forcing"]}, {"budget_forcing__num_waits": 2}, {"seed": 1},
+                    {"rejection__max_samples": 3}, {"token_conditional_prompt": "Use {budget} tokens."},
+                    {"system_prompt": "Be brief."}, {"math_instruction": "Box it."}, {"uncapped_factor": 3.0}):
+        assert key(**changed) != same, changed
+    bench = tmp_path / "bench.jsonl"  # same config, other benchmark content
+    bench.write_text(bench.read_text().replace("What is 0 + 1?", "What is 0 + 2?"))
+    cfg = EvaluateConfig.model_validate(base)
+    assert evaluation_key(cfg, build_tasks(cfg)[0]) != same
+    model = tmp_path / "model"  # a local model folder: re-written weights are another model
+    model.mkdir()
+    (model / "w.bin").write_bytes(b"1")
+    cfg = EvaluateConfig.model_validate({**base, "generation": {**base["generation"], "model": str(model)}})
+    before = evaluation_key(cfg, [])
+    (model / "w.bin").write_bytes(b"22")
+    assert evaluation_key(cfg, []) != before
+    assert parts_dir(cfg, []).parent == tmp_path / "a"
+
+
+def test_task_keys_tell_repeated_questions_apart():
+    from s1ray.evaluate.runner import task_keys
+
+    task = {"benchmark": "b", "id": "b/1", "method": "budget_forcing", "budget": 4}
+    keys = task_keys([task, {**task, "budget": 8}, task])
+    assert len(set(keys)) == 3 and json.loads(keys[2]) == ["b", "b/1", "budget_forcing", 4, 1]
