@@ -183,14 +183,14 @@ def run_tasks_ray(cfg: EvaluateConfig, tasks: list[dict[str, Any]], resume: bool
     if todo:
         for block in _generate(cfg, todo):
             rows = [jsonable(_plain(r)) for r in block.to_pylist()]
-            if store is not None:
-                store.save(rows)
             for r in rows:
                 if TASK_KEY not in r:
                     raise RuntimeError(f"evaluation row without its {TASK_KEY!r} field (benchmark "
                                        f"{r.get('benchmark')!r}, id {r.get('id')!r}): EvaluateBatch.run must "
                                        "return every task field")
-                by_key[r[TASK_KEY]] = r
+            if store is not None:
+                store.save(rows)
+            by_key.update((r[TASK_KEY], r) for r in rows)
     missing = [k for k in keys if k not in by_key]
     if missing:
         raise RuntimeError(f"{len(missing)} of {len(tasks)} tasks got no sample, e.g. {missing[0]}")
