@@ -41,7 +41,7 @@ from s1ray.io.readers import SourceConfig, SourceError, read_source
 from s1ray.io.writers import write_jsonl
 from s1ray.records import SCHEMA, to_table
 
-CACHE_VERSION = "rules-v2"  # bump when a stage's scoring logic changes
+CACHE_VERSION = "rules-v3"  # bump when a stage's scoring logic changes
 
 
 @dataclass(frozen=True)

@@ -539,7 +539,9 @@ def score_curated(ds: Any, cfg: Any) -> Any:
     (no teacher or solver time on duplicates and contaminated rows); dropped rows get nulls."""
     ds = ds.map_batches(_mark_rule_drops, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
                         batch_size=cfg.batch_size, num_cpus=LIGHT_CPUS)
-    return score_dataset(ds, cfg.scoring, skip_column=SKIP_COLUMN).drop_columns([SKIP_COLUMN])
+    # A light task: at the default 1 CPU it would wait behind the model pools on a small machine,
+    # and no scored block would reach the driver (or its resume checkpoint) before the end.
+    return score_dataset(ds, cfg.scoring, skip_column=SKIP_COLUMN).drop_columns([SKIP_COLUMN], num_cpus=LIGHT_CPUS)
 
 
 def drop_reasons(batch: pa.Table, cfg: ScoringConfig) -> list[tuple[str, np.ndarray]]:

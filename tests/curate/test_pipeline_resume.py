@@ -38,9 +38,9 @@ def curate_config(tmp_path: Path, out: str) -> dict:
         for i, t in enumerate(TOPICS)))
     gen = {"model": "tiny:tiny", "max_new_tokens": 4, "batch_size": 4, "num_cpus": 0.5}
     return {
-        # 4 logical CPUs: on 2, scoring.score_curated's final drop_columns (a 1-CPU task) waits
-        # for the model pools to finish, so no block would reach the driver before the end.
-        "ray": {"num_cpus": 4},
+        # 2 CPUs, as on this machine: every light step of the stage must fit beside the model pools
+        # for blocks to reach the driver (and its checkpoint) before the end.
+        "ray": {"num_cpus": 2},
         "sources": [{"name": "t", "path": str(pool)}], "output_dir": str(tmp_path / out), "batch_size": 4,
         "scoring": {"lengths": {"tokenizer": "tiny:tiny"}, "domains": {"enabled": False},
                     "difficulty": {"solvers": [{"name": "tiny", "generation": gen}]}, "pool": {"batch_size": 4}},
