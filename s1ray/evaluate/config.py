@@ -85,6 +85,9 @@ class EvaluateConfig(StrictModel):
     system_prompt: str | None = None
     math_instruction: str = "Please reason step by step, and put your final answer within \\boxed{}."
     choice_instruction: str = "Answer with the letter of the correct option, e.g. \\boxed{A}."
+    # s1 grades the answer section only; s1ray falls back to the whole generation when the answer
+    # holds nothing gradable (e.g. an answer cut by max_answer_tokens before its \boxed{}).
+    grade_from: Literal["answer", "answer_then_generation"] = "answer_then_generation"
     output_dir: str = "outputs/evaluate"
     bootstrap_samples: int = 1000
     seed: int = 0

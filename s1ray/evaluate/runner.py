@@ -101,7 +101,8 @@ class EvaluateBatch:
             choices = json.loads(t["choices"]) if t["choices"] else None
             response = (bf.final_answer or "") + " " + r.answer
             g = grade(response, t["answer_ref"], choices, kind=t["kind"])
-            if g.correct is None and r.thinking:  # nothing in the answer: look at the whole generation
+            if g.correct is None and r.thinking and cfg.grade_from == "answer_then_generation":
+                # nothing in the answer (e.g. cut at max_answer_tokens): look at the whole generation
                 g2 = grade(r.generation, t["answer_ref"], choices, kind=t["kind"])
                 if g2.correct is not None:
                     g = g2

@@ -158,3 +158,26 @@ def test_s1_configs_use_the_s1_evaluation_settings(name):
         "<|im_start|>think", "<|im_start|>answer", "\nFinal Answer:")
     assert bf["max_answer_tokens"] == 32768 and ev["generation"]["dtype"] == "float32"
     assert ev["math_instruction"] == "" and ev["choice_instruction"] == ""
+    assert ev["grade_from"] == "answer"
+
+
+def test_s1_grades_the_answer_section_only():
+    """s1 (tasks/aime/utils.py): the answer is extracted from the answer section only; s1ray's default
+    falls back to the whole generation when the answer holds nothing gradable."""
+    from s1ray.evaluate.runner import EvaluateBatch
+
+    class Truncated(ScriptedIds):  # thinks "\boxed{7}", then its answer is cut before any number
+        def generate(self, prompts, max_new_tokens=None, stop=None, **kwargs):
+            if stop == self.bf.answer_stop:
+                return [Generation("The answer is", 3, "length", token_ids=[1, 2, 3]) for _ in prompts]
+            return [Generation("so \\boxed{7}", 5, "stop", token_ids=[ord(c) for c in "so \\boxed{7}"])
+                    for _ in prompts]
+
+    task = {"id": "q1", "benchmark": "b", "method": "budget_forcing", "budget": 50, "user": "1+6?",
+            "answer_ref": "7", "kind": "math", "choices": ""}
+    for grade_from, expected in (("answer", None), ("answer_then_generation", True)):
+        cfg = S1_EVAL.model_copy(update={"grade_from": grade_from, "budget_forcing": S1_BF})
+        gen = Truncated([5], S1_BF)
+        gen.chat_prompt = lambda user, system=None: user
+        [row] = EvaluateBatch(cfg, gen).run([task])
+        assert row["correct"] is expected, (grade_from, row["grade_reason"])
