@@ -41,3 +41,15 @@ def save_tiny_model():
         tok.save_pretrained(folder)
         return model, tok
     return save
+
+
+@pytest.fixture
+def ray_tmp():
+    """A short RAY_TMPDIR of its own (Unix socket paths must stay under 108 bytes)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="s1r-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+

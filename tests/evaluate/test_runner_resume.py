@@ -5,24 +5,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
-import tempfile
 import uuid
 from pathlib import Path
 
-import pytest
 
 spec = importlib.util.spec_from_file_location("resume_driver", Path(__file__).parents[1] / "io" / "resume_driver.py")
 rd = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(rd)
-
-
-@pytest.fixture
-def ray_tmp():
-    """A short RAY_TMPDIR of its own (Unix socket paths must stay under 108 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="s1r-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def eval_config(tmp_path: Path, out: str) -> dict:

@@ -5,11 +5,11 @@ packaged SmolLM2 (teacher traces with a retry pass, a solver) including a row th
 import json
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pyarrow as pa
 import pytest
+from loopback import LoopbackServer
 
 from s1ray.models import batch_llm as bl
 from s1ray.models.generation import EndpointConfig, Generation, GenerationConfig
@@ -152,65 +152,40 @@ def test_generator_stage_groups_by_temperature_and_records_errors():
 
 # --- HTTP: a loopback OpenAI-compatible stub -------------------------------------------------
 
-class Stub:
+class Stub(LoopbackServer):
     """``POST /v1/completions``; the reply depends on the prompt, so each row tests one behaviour."""
 
     def __init__(self):
         self.requests: list[dict] = []
         self.lock = threading.Lock()
-        owner = self
+        super().__init__(self.reply)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                p = body["prompt"]
-                with owner.lock:
-                    seen = sum(r["body"]["prompt"] == p for r in owner.requests)
-                    owner.requests.append({"auth": self.headers.get("Authorization"), "body": body,
-                                           "path": self.path})
-                status, headers, text = 200, {}, None
-                if "fail400" in p:
-                    status, data = 400, json.dumps({"error": f"bad request, key {self.headers.get('Authorization')}"})
-                elif "garbage" in p:
-                    data = "<html>not json</html>"
-                elif "flaky" in p and seen == 0:
-                    status, headers, data = 503, {"Retry-After": "0"}, json.dumps({"error": "busy"})
-                elif "You are an AI assistant for grading" in p:
-                    text = "The attempt matches.\nYes"
-                elif "Mathematics Subject Classification" in p:
-                    text = "Code: 11"
-                elif "judge me" in p:
-                    text = "I cannot box it"
-                else:
-                    text = "Two and two. \\boxed{4} STOP ignored"
-                if text is not None:
-                    reply = {"choices": [{"text": text, "finish_reason": "stop"}], "usage": {"completion_tokens": 7}}
-                    if "nousage" in p:
-                        del reply["usage"]
-                    data = json.dumps(reply)
-                raw = data.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def reply(self, handler, body):
+        p = body["prompt"]
+        with self.lock:
+            seen = sum(r["body"]["prompt"] == p for r in self.requests)
+            self.requests.append({"auth": handler.headers.get("Authorization"), "body": body, "path": handler.path})
+        status, headers, text = 200, {}, None
+        if "fail400" in p:
+            status, data = 400, json.dumps({"error": f"bad request, key {handler.headers.get('Authorization')}"})
+        elif "garbage" in p:
+            data = "<html>not json</html>"
+        elif "flaky" in p and seen == 0:
+            status, headers, data = 503, {"Retry-After": "0"}, json.dumps({"error": "busy"})
+        elif "You are an AI assistant for grading" in p:
+            text = "The attempt matches.\nYes"
+        elif "Mathematics Subject Classification" in p:
+            text = "Code: 11"
+        elif "judge me" in p:
+            text = "I cannot box it"
+        else:
+            text = "Two and two. \\boxed{4} STOP ignored"
+        if text is not None:
+            reply = {"choices": [{"text": text, "finish_reason": "stop"}], "usage": {"completion_tokens": 7}}
+            if "nousage" in p:
+                del reply["usage"]
+            data = json.dumps(reply)
+        return status, headers, data.encode()
 
 
 def test_http_scoring_against_stub(ray_local, monkeypatch, caplog, capsys):

@@ -6,9 +6,10 @@ import json
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
+from loopback import LoopbackServer
 
 from s1ray.models.generation import (EndpointConfig, Generation, GenerationConfig, HFGenerator, OpenAIGenerator,
                                      RateLimiter, generate_dataset, make_generator)
@@ -96,7 +97,7 @@ def test_unknown_vllm_reports_install_hint(monkeypatch):
 
 # --- fake OpenAI-compatible server ----------------------------------------------------------
 
-class FakeServer:
+class FakeServer(LoopbackServer):
     """``POST /v1/completions`` that replies with a scripted status sequence, then success."""
 
     def __init__(self, script: list[int] | None = None, echo_key_in_errors: bool = False):
@@ -104,44 +105,20 @@ class FakeServer:
         self.requests: list[dict] = []
         self.times: list[float] = []
         self.lock = threading.Lock()
-        owner = self
+        self.echo_key_in_errors = echo_key_in_errors
+        super().__init__(self.reply)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with owner.lock:
-                    owner.requests.append({"path": self.path, "auth": self.headers.get("Authorization"),
-                                           "body": body})
-                    owner.times.append(time.monotonic())
-                    status = owner.script.pop(0) if owner.script else 200
-                if status != 200:
-                    msg = f"error; your key was {self.headers.get('Authorization')}" if echo_key_in_errors else "busy"
-                    data = json.dumps({"error": msg}).encode()
-                    self.send_response(status)
-                else:
-                    text = "echo:" + body["prompt"][-5:] + " STOP tail"
-                    data = json.dumps({"choices": [{"text": text, "finish_reason": "stop"}],
-                                       "usage": {"completion_tokens": 4}}).encode()
-                    self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def reply(self, handler, body):
+        with self.lock:
+            self.requests.append({"path": handler.path, "auth": handler.headers.get("Authorization"), "body": body})
+            self.times.append(time.monotonic())
+            status = self.script.pop(0) if self.script else 200
+        if status != 200:
+            msg = f"error; your key was {handler.headers.get('Authorization')}" if self.echo_key_in_errors else "busy"
+            return status, {}, json.dumps({"error": msg}).encode()
+        text = "echo:" + body["prompt"][-5:] + " STOP tail"
+        return 200, {}, json.dumps({"choices": [{"text": text, "finish_reason": "stop"}],
+                                    "usage": {"completion_tokens": 4}}).encode()
 
 
 def _endpoint_gen(url: str, monkeypatch, **ep) -> OpenAIGenerator:
