@@ -42,7 +42,7 @@ def packaged_model_path(name: str) -> Path:
         raise ModelLoadError(f"unknown packaged model {name!r}; known: {sorted(PACKAGED)}")
     package, gguf_file = PACKAGED[name]
     target = cache_dir() / "models" / name
-    if (target / "config.json").exists() and (target / "tokenizer_config.json").exists():
+    if _cached(target):
         return target
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -59,10 +59,19 @@ def packaged_model_path(name: str) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    return _save_folder(model, tokenizer, target)
+
+
+def _cached(target: Path) -> bool:
+    return (target / "config.json").exists() and (target / "tokenizer_config.json").exists()
+
+
+def _save_folder(model: Any, tokenizer: Any, target: Path) -> Path:
+    """Save under a temporary name, then rename: concurrent processes never read half a folder."""
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    if target.exists():  # another process converted it meanwhile
+    if target.exists():  # another process saved it meanwhile
         shutil.rmtree(tmp)
     else:
         tmp.rename(target)
@@ -72,18 +81,10 @@ def packaged_model_path(name: str) -> Path:
 def tiny_model_path(preset: str) -> Path:
     """A saved Hugging Face folder of ``tiny:PRESET`` (seed 0), for engines that load from disk (vLLM)."""
     target = cache_dir() / "models" / f"tiny-{preset}"
-    if (target / "config.json").exists() and (target / "tokenizer_config.json").exists():
+    if _cached(target):
         return target
     tok = load_tokenizer("tiny:" + preset)
-    model = build_tiny_model(preset, len(tok))
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if target.exists():  # another process saved it meanwhile
-        shutil.rmtree(tmp)
-    else:
-        tmp.rename(target)
-    return target
+    return _save_folder(build_tiny_model(preset, len(tok)), tok, target)
 
 
 def resolve_model_path(name: str) -> str:

@@ -33,3 +33,20 @@ def test_unknown_names_fail_clearly(tmp_path):
         build_tiny_model("huge", vocab_size=10)
     with pytest.raises(ModelLoadError, match="offline"):
         load_model("no-such-org/no-such-model")
+
+
+def test_tiny_model_folder_for_engines_that_load_from_disk(tmp_path, monkeypatch):
+    """vLLM loads from a folder: ``tiny:tiny`` is saved once (seed 0) and reloads to the same weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from s1ray.models.loading import build_tiny_model, load_tokenizer
+
+    monkeypatch.setenv("S1RAY_CACHE", str(tmp_path))
+    folder = resolve_model_path("tiny:tiny")
+    assert folder == str(tmp_path / "models" / "tiny-tiny") and resolve_model_path("tiny:tiny") == folder
+    loaded = AutoModelForCausalLM.from_pretrained(folder)
+    built = build_tiny_model("tiny", len(load_tokenizer("tiny:tiny")))
+    for (name, a), (_, b) in zip(loaded.state_dict().items(), built.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert not list(tmp_path.glob("models/*.tmp*"))  # saved under a temporary name, then renamed
