@@ -145,13 +145,13 @@ def _model_fingerprint(model: str) -> Any:
 
 
 def evaluation_key(cfg: EvaluateConfig, tasks: list[dict[str, Any]]) -> str:
-    """Fingerprint of what changes the generations: model (and its files), generation settings
-    except actor placement, budget forcing, methods, budgets, benchmarks, rejection sampling,
+    """Fingerprint of what changes the samples: model (and its files), generation settings
+    except actor placement, grading, budget forcing, methods, budgets, benchmarks, rejection sampling,
     prompts, seed, and the tasks themselves (the benchmark files' content). Not output_dir,
     progress, bootstrap or Ray settings: those leave every sample as it is."""
-    gen = cfg.generation.model_dump(mode="json", exclude={"concurrency", "num_cpus", "num_gpus"})
+    gen = cfg.generation.model_dump(mode="json", exclude={"concurrency", "num_cpus", "num_gpus", "accelerator_type"})
     return config_key(
-        "evaluate-v1", gen, _model_fingerprint(cfg.generation.model),
+        "evaluate-v1", gen, _model_fingerprint(cfg.generation.model), cfg.grade_from,
         cfg.budget_forcing.model_dump(mode="json"), cfg.methods, cfg.budgets,
         [b.model_dump(mode="json") for b in cfg.benchmarks], cfg.rejection.model_dump(mode="json"),
         cfg.token_conditional_prompt, cfg.uncapped_factor, cfg.system_prompt, cfg.math_instruction,

