@@ -105,7 +105,7 @@ class SweepConfig(StrictModel):
             data = dict(data)
             train = dict(data.get("train") or {})
             train.setdefault("data", dict(_TRIAL_DATA))
-            # Trials evaluate on their Train workers, which needs whole weights per rank (not ZeRO-3).
+            # Trials evaluate on their Train workers (see evaluate.in_training.require_full_weights).
             train["deepspeed"] = {"zero_stage": 2, **dict(train.get("deepspeed") or {})}
             data["train"] = train
             ev = dict(data.get("evaluate") or {})
@@ -117,10 +117,9 @@ class SweepConfig(StrictModel):
 
     @model_validator(mode="after")
     def _trial_can_run(self) -> "SweepConfig":
-        # Trials evaluate on their Train workers with the weights each rank holds.
-        if self.train.deepspeed.zero_stage == 3:
-            raise ValueError("sweep trials evaluate the model on its training workers, which needs the full "
-                             "weights on every rank: set train.deepspeed.zero_stage to 2 or lower")
+        from s1ray.evaluate.in_training import require_full_weights
+
+        require_full_weights(self.train.deepspeed.zero_stage)  # trials evaluate on their Train workers
         if self.evaluate.generation.backend != "hf":
             raise ValueError("sweep trials evaluate the model being trained with the hf backend; got "
                              f"evaluate.generation.backend={self.evaluate.generation.backend!r}")

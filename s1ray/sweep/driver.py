@@ -174,7 +174,7 @@ def run_trial(config: dict[str, Any], pool_refs: list, sweep: dict[str, Any]) ->
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
         t_fit = time.time()
         result = build_trainer(train_cfg, run_name=trial_id, callbacks=[TuneReportCallback()],
-                               extra_loop_config={"report_also": echo}, evaluation=trial_evaluation(cfg, work),
+                               report_also=echo, evaluation=trial_evaluation(cfg, work),
                                export=cfg.keep_models).fit()
         t_fit_end = time.time()
         if result.error:
