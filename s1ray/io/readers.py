@@ -9,12 +9,17 @@ with its file, row number and reason. A file that cannot be read at all raises
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
+import io
 import json
 import os
+import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, BinaryIO, Iterator, Literal
 
 from s1ray.config import StrictModel
 from s1ray.io.presets import PRESETS, RowError
@@ -70,12 +75,71 @@ def detect_format(spec: SourceConfig) -> str:
         if (p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists():
             return "hf_disk"
         raise SourceError(f"source {spec.name!r}: {p} is a folder but not a saved Hugging Face dataset")
-    suffix = "".join(p.suffixes[-2:]) if p.suffix == ".gz" else p.suffix
-    by_suffix = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
-                 ".csv": "csv", ".jsonl.gz": "jsonl"}
-    if suffix not in by_suffix:
+    suffixes = p.suffixes[-2:] if compression_of(p) else p.suffixes[-1:]
+    inner = suffixes[0].lower() if suffixes else ""
+    by_suffix = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+    if inner not in by_suffix or (compression_of(p) and by_suffix[inner] == "parquet"):
         raise SourceError(f"source {spec.name!r}: cannot tell the format of {p}; set `format`")
-    return by_suffix[suffix]
+    return by_suffix[inner]
+
+
+# --- files as people have them: compression, byte-order marks, files that end early -------
+
+_COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
+_BOM = b"\xef\xbb\xbf"
+SHARD_BYTES = 32 << 20  # plain JSONL files larger than this are read by several tasks
+SHARD_ROWS = 65_536  # Parquet row groups are grouped into shards of about this many rows
+
+
+def compression_of(path: str | Path) -> str | None:
+    return _COMPRESSION.get(Path(path).suffix.lower())
+
+
+class _ZstdRaw(io.RawIOBase):
+    """pyarrow's zstd stream as a raw file, so it can be buffered and iterated by lines."""
+
+    def __init__(self, path: Path):
+        import pyarrow as pa
+
+        self._stream = pa.input_stream(str(path), compression="zstd")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        try:
+            data = self._stream.read(len(b))
+        except OSError as e:  # pyarrow: "Truncated compressed stream"
+            if "runcated" in str(e):
+                raise EOFError(str(e)) from e
+            raise
+        b[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._stream.close()
+        super().close()
+
+
+def open_binary(path: Path) -> BinaryIO:
+    """The file's bytes, decompressed for .gz/.bz2/.zst; a file cut short raises EOFError on read."""
+    kind = compression_of(path)
+    if kind == "gzip":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if kind == "bz2":
+        return bz2.open(path, "rb")  # type: ignore[return-value]
+    if kind == "zstd":
+        return io.BufferedReader(_ZstdRaw(path))  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+_DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (zlib.error, gzip.BadGzipFile, OSError)
+
+
+def _truncated(path: Path, last_good: int, unit: str, cause: BaseException) -> RowError:
+    """The quarantine reason for a compressed file that ends early (see :func:`read_shard`)."""
+    return RowError(f"truncated: {path} ends early after {unit} {last_good} ({cause}); "
+                    f"the rows before it are kept")
 
 
 # --- raw rows: (row number, dict) or (row number, RowError) -----------------------------
@@ -83,33 +147,100 @@ def detect_format(spec: SourceConfig) -> str:
 RawRow = tuple[int, "dict[str, Any] | RowError", Any]
 
 
-def _iter_jsonl(path: Path) -> Iterator[RawRow]:
-    import gzip
+@dataclass(frozen=True)
+class Shard:
+    """A piece of one source one task reads: a byte range of a plain JSONL file (lines whose
+    first byte lies in [start, end)), a range of Parquet row groups, or the whole source.
+    ``first_row`` is the row number of the shard's first row when it is known before reading
+    (Parquet, whole files); byte-range shards learn theirs from the line counts before them."""
 
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield lineno, RowError(f"invalid UTF-8 at byte {e.start}"), raw.decode("utf-8", "replace")
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield lineno, RowError(f"bad JSON: {e.msg} at column {e.colno}"), line
-                continue
-            if not isinstance(obj, dict):
-                yield lineno, RowError(f"row is a JSON {type(obj).__name__}, not an object"), line
-                continue
-            yield lineno, obj, obj
+    index: int = 0
+    start: int = 0
+    end: int | None = None
+    first_row: int | None = 0
+
+
+def plan_shards(spec: SourceConfig, shard_bytes: int | None = None, shard_rows: int | None = None) -> list[Shard]:
+    """How a source is split over read tasks; cheap (file size, Parquet footer)."""
+    shard_bytes = shard_bytes or SHARD_BYTES
+    shard_rows = shard_rows or SHARD_ROWS
+    fmt = detect_format(spec)
+    if fmt in ("hub", "hf_disk") or spec.limit is not None:
+        return [Shard()]
+    path = _existing(spec)
+    if fmt == "jsonl" and not compression_of(path):
+        size = path.stat().st_size
+        starts = list(range(0, max(size, 1), shard_bytes))
+        return [Shard(i, s, min(s + shard_bytes, size), 0 if i == 0 else None) for i, s in enumerate(starts)]
+    if fmt == "parquet":
+        meta = _parquet_file(path).metadata
+        shards, first, group_start, rows = [], 0, 0, 0
+        for g in range(meta.num_row_groups):
+            rows += meta.row_group(g).num_rows
+            if rows >= shard_rows or g == meta.num_row_groups - 1:
+                shards.append(Shard(len(shards), group_start, g + 1, first))
+                first, group_start, rows = first + rows, g + 1, 0
+        return shards or [Shard()]
+    return [Shard()]
+
+
+def _iter_jsonl(path: Path, start: int = 0, end: int | None = None,
+                stats: dict[str, int] | None = None) -> Iterator[RawRow]:
+    """Rows of a JSONL file (or of its byte range); line numbers count from the range start.
+    ``stats["lines"]`` ends as the number of lines consumed, blank ones included."""
+    stats = {} if stats is None else stats
+    lineno = stats["lines"] = 0
+    with open_binary(path) as f:
+        if start > 0:
+            f.seek(start - 1)
+            f.readline()  # the line that began before ``start`` belongs to the previous shard
+        pos = f.tell() if start > 0 else 0
+        try:
+            while end is None or pos < end:
+                raw = f.readline()
+                if not raw:
+                    break
+                pos += len(raw)
+                lineno = stats["lines"] = lineno + 1
+                if lineno == 1 and start == 0 and raw.startswith(_BOM):
+                    raw = raw[len(_BOM):]
+                if not raw.strip():
+                    continue
+                yield _parse_json_line(lineno, raw)
+        except EOFError as e:
+            yield lineno + 1, _truncated(path, lineno, "line", e), ""
+        except _DECOMPRESS_ERRORS as e:
+            raise SourceError(f"{path}: cannot decompress after line {lineno} ({type(e).__name__}: {e})") from e
+
+
+def _parse_json_line(lineno: int, raw: bytes) -> RawRow:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return lineno, RowError(f"invalid UTF-8 at byte {e.start}"), raw.decode("utf-8", "replace")
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        return lineno, RowError(f"bad JSON: {e.msg} at column {e.colno}"), line
+    if not isinstance(obj, dict):
+        return lineno, RowError(f"row is a JSON {type(obj).__name__}, not an object"), line
+    return lineno, obj, obj
+
+
+def _read_all(path: Path) -> bytes:
+    try:
+        with open_binary(path) as f:
+            return f.read()
+    except EOFError as e:
+        raise SourceError(f"{path}: truncated: the compressed file ends early ({e}); a JSON document "
+                          "cannot be read in part") from e
+    except _DECOMPRESS_ERRORS as e:
+        raise SourceError(f"{path}: cannot decompress ({type(e).__name__}: {e})") from e
 
 
 def _iter_json(path: Path) -> Iterator[RawRow]:
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        data = json.loads(_read_all(path).decode("utf-8-sig"))
     except UnicodeDecodeError as e:
         raise SourceError(f"{path}: invalid UTF-8 at byte {e.start}; the whole file is unreadable") from e
     except json.JSONDecodeError as e:
@@ -129,27 +260,37 @@ def _iter_json(path: Path) -> Iterator[RawRow]:
             yield i, RowError(f"row is a JSON {type(obj).__name__}, not an object"), obj
 
 
-def _iter_parquet(path: Path) -> Iterator[RawRow]:
+def _parquet_file(path: Path):
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        return pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises several types for corrupt files
         raise SourceError(f"{path}: not a readable Parquet file ({e})") from e
+
+
+def _iter_parquet(path: Path, start: int = 0, end: int | None = None) -> Iterator[RawRow]:
+    pf = _parquet_file(path)
+    groups = list(range(start, pf.metadata.num_row_groups if end is None else end))
     i = 0
-    for batch in pf.iter_batches(batch_size=4096):
-        for obj in batch.to_pylist():
-            yield i, obj, obj
-            i += 1
+    try:
+        for batch in pf.iter_batches(batch_size=4096, row_groups=groups):
+            for obj in batch.to_pylist():
+                yield i, obj, obj
+                i += 1
+    except OSError as e:  # a corrupt page in the middle of the file
+        raise SourceError(f"{path}: cannot read Parquet after row {i} of this shard ({e})") from e
 
 
 def _iter_csv(path: Path) -> Iterator[RawRow]:
     try:
-        f = open(path, newline="", encoding="utf-8")
+        binary = open_binary(path)
     except OSError as e:
         raise SourceError(f"{path}: {e.strerror}") from e
-    with f:
+    # utf-8-sig: a byte-order mark would otherwise glue itself to the first column's name.
+    with io.TextIOWrapper(binary, encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
+        lineno = 1
         try:
             for obj in reader:
                 lineno = reader.line_num
@@ -159,6 +300,12 @@ def _iter_csv(path: Path) -> Iterator[RawRow]:
                 yield lineno, {k: _maybe_json(v) for k, v in obj.items()}, obj
         except UnicodeDecodeError as e:
             raise SourceError(f"{path}: invalid UTF-8 near line {reader.line_num + 1}") from e
+        except EOFError as e:
+            yield lineno + 1, _truncated(path, lineno, "line", e), ""
+        except (zlib.error, gzip.BadGzipFile) as e:
+            raise SourceError(f"{path}: cannot decompress after line {lineno} ({type(e).__name__}: {e})") from e
+        except csv.Error as e:
+            raise SourceError(f"{path}: not readable as CSV near line {reader.line_num} ({e})") from e
 
 
 def _maybe_json(value: str | None) -> Any:
@@ -208,39 +355,105 @@ def _load_hub(spec: SourceConfig) -> Any:
         ) from e
 
 
-def iter_raw_rows(spec: SourceConfig) -> tuple[str, Iterator[RawRow]]:
-    """(label used in quarantine rows, iterator of raw rows) for a source."""
-    fmt = detect_format(spec)
-    if fmt == "hub":
-        return spec.hub_id or spec.name, _iter_hf(_load_hub(spec))
+def _existing(spec: SourceConfig) -> Path:
     path = Path(spec.path or "")
-    if fmt == "hf_disk":
-        return str(path), _iter_hf(_load_hf_disk(spec))
     if not path.exists():
         raise SourceError(f"source {spec.name!r}: file not found: {path}")
     if not os.access(path, os.R_OK):
         raise SourceError(f"source {spec.name!r}: file not readable: {path}")
-    iterators = {"jsonl": _iter_jsonl, "json": _iter_json, "parquet": _iter_parquet, "csv": _iter_csv}
-    return str(path), iterators[fmt](path)
+    return path
 
 
-def read_source(spec: SourceConfig) -> ReadResult:
-    """Read one source completely into canonical records and quarantine rows."""
+def source_label(spec: SourceConfig) -> str:
+    """The file (or hub id) named in quarantine rows and ``origin``."""
+    return (spec.hub_id or spec.name) if detect_format(spec) == "hub" else str(Path(spec.path or ""))
+
+
+def iter_raw_rows(spec: SourceConfig, shard: Shard | None = None,
+                  stats: dict[str, int] | None = None) -> tuple[str, Iterator[RawRow]]:
+    """(label used in quarantine rows, iterator of raw rows) for a source, or one shard of it;
+    for JSONL, ``stats["lines"]`` counts the lines read (see :func:`_iter_jsonl`)."""
+    fmt = detect_format(spec)
+    shard = shard or Shard(end=None)
+    if fmt == "hub":
+        return source_label(spec), _iter_hf(_load_hub(spec))
+    if fmt == "hf_disk":
+        return source_label(spec), _iter_hf(_load_hf_disk(spec))
+    path = _existing(spec)
+    if fmt == "jsonl":
+        return str(path), _iter_jsonl(path, shard.start, shard.end, stats)
+    if fmt == "parquet":
+        return str(path), _iter_parquet(path, shard.start, shard.end)
+    return str(path), {"json": _iter_json, "csv": _iter_csv}[fmt](path)
+
+
+@dataclass
+class ShardResult:
+    """One shard read: records in row order, quarantine rows, rows seen, and lines consumed
+    (so the next byte-range shard of the file can number its lines)."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)  # each record's row number within the shard
+    quarantined: list[dict[str, Any]] = field(default_factory=list)  # "row": row number within the shard
+    n_rows: int = 0
+    n_lines: int = 0
+
+
+def read_shard(spec: SourceConfig, shard: Shard, row_offset: int = 0) -> ShardResult:
+    """Parse and validate one shard into canonical records; unusable rows are quarantined.
+
+    Row numbers are ``row_offset`` + the row number within the shard. A compressed file that
+    ends early keeps the rows read before the cut and adds one quarantine row with reason
+    ``truncated: <file> ends early after line N ...`` (counted as an input row: the line that
+    was cut off). Any other failure is a :class:`SourceError` naming the file.
+    """
     if spec.preset not in PRESETS:
         raise SourceError(f"source {spec.name!r}: unknown preset {spec.preset!r}; choose from {sorted(PRESETS)}")
     preset = PRESETS[spec.preset]
-    label, rows = iter_raw_rows(spec)
+    stats: dict[str, int] = {}
+    label, rows = iter_raw_rows(spec, shard, stats)
+    result = ShardResult()
+    rowno = 0
+    try:
+        for rowno, obj, raw in rows:
+            if spec.limit is not None and result.n_rows >= spec.limit:
+                break
+            result.n_rows += 1
+            n = row_offset + rowno
+            if isinstance(obj, RowError):
+                result.quarantined.append(quarantine_row(spec.name, label, n, str(obj), raw))
+                continue
+            try:
+                result.records.append(preset(obj, spec, f"{label}:{n}"))
+                result.rows.append(rowno)
+            except RowError as e:
+                result.quarantined.append(quarantine_row(spec.name, label, n, str(e), raw))
+    except SourceError:
+        raise
+    except Exception as e:  # never a raw traceback: name the file and where it stopped
+        raise SourceError(f"source {spec.name!r}: cannot read {label} after row {row_offset + rowno} "
+                          f"({type(e).__name__}: {e})") from e
+    result.n_lines = stats.get("lines", rowno)
+    return result
+
+
+def truncation_warnings(quarantined: list[dict[str, Any]]) -> list[str]:
+    """One warning line per file that ended early."""
+    return [f"warning: source {q['source']!r}: {q['reason']}" for q in quarantined
+            if q["reason"].startswith("truncated:")]
+
+
+def read_source(spec: SourceConfig) -> ReadResult:
+    """Read one source completely (shard after shard, in this process) into canonical records
+    and quarantine rows."""
     result = ReadResult(source=spec.name)
-    for rowno, obj, raw in rows:
-        if spec.limit is not None and result.n_rows >= spec.limit:
-            break
-        result.n_rows += 1
-        origin = f"{label}:{rowno}"
-        if isinstance(obj, RowError):
-            result.quarantined.append(quarantine_row(spec.name, label, rowno, str(obj), raw))
-            continue
-        try:
-            result.records.append(preset(obj, spec, origin))
-        except RowError as e:
-            result.quarantined.append(quarantine_row(spec.name, label, rowno, str(e), raw))
+    offset = 0
+    for shard in plan_shards(spec):
+        part = read_shard(spec, shard, offset if shard.first_row is None else shard.first_row)
+        offset = (offset if shard.first_row is None else shard.first_row) + part.n_lines
+        result.n_rows += part.n_rows
+        result.records.extend(part.records)
+        result.quarantined.extend(part.quarantined)
+    for line in truncation_warnings(result.quarantined):
+        warnings.warn(line, stacklevel=2)
     return result
