@@ -104,11 +104,41 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+_ENV_REF = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: Any, origin: str = "config", where: str = "") -> Any:
+    """Expand ``${VAR}`` / ``${VAR:-default}`` in string values, so one config serves every node
+    of a cluster (``output_dir: ${S1RAY_STORAGE}/runs/x``). ``$${VAR}`` stays literal. An unset
+    variable without a default is an error naming the field; keys are never expanded."""
+    if isinstance(value, dict):
+        return {k: expand_env(v, origin, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, origin, f"{where}.{i}" if where else str(i)) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def one(m: re.Match) -> str:
+        escaped, name, default = m.groups()
+        if escaped:
+            return m.group(0)[1:]
+        found = os.environ.get(name)
+        if default is not None and not found:  # shell rule: unset or empty takes the default
+            return default
+        if found is None:
+            raise ConfigError(f"{origin}: {where or 'value'}: environment variable {name} is not set "
+                              f"(set it, or write ${{{name}:-default}})")
+        return found
+
+    return _ENV_REF.sub(one, value)
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] = ()) -> T:
     """Load ``cls`` from a YAML file (optional) and ``key=value`` overrides."""
     data = load_yaml(path) if path else {}
     data = deep_merge(data, parse_overrides(overrides))
     origin = str(path) if path else "command line"
+    data = expand_env(data, origin)
     try:
         return cls.model_validate(data)
     except ValidationError as e:

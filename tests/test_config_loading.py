@@ -77,3 +77,34 @@ def test_dump_redacts_secrets_but_not_variable_names(monkeypatch):
     assert "OPENAI_API_KEY" in text  # *_env names the variable, it is not a secret
     monkeypatch.setenv("MY_TOKEN", "t0k")
     assert secret_from_env("MY_TOKEN") == "t0k" and secret_from_env(None) is None
+
+
+def test_env_variables_expand_in_string_values(tmp_path, monkeypatch):
+    """`${VAR}` / `${VAR:-default}` in values: a cluster config names the shared storage once."""
+    monkeypatch.setenv("S1RAY_STORAGE", "/mnt/shared")
+    monkeypatch.delenv("S1RAY_UNSET_FOR_TEST", raising=False)
+    monkeypatch.setenv("S1RAY_EMPTY_FOR_TEST", "")
+    path = tmp_path / "job.yaml"
+    path.write_text("name: ${S1RAY_STORAGE}/runs/demo\n"
+                    "train:\n  tags: ['${S1RAY_UNSET_FOR_TEST:-local}', 'x${S1RAY_EMPTY_FOR_TEST:-dflt}',\n"
+                    "         '$${S1RAY_STORAGE}', '$$x$$ and ${1}', 'e=${S1RAY_EMPTY_FOR_TEST}.']\n")
+    cfg = load_config(Job, path)
+    assert cfg.name == "/mnt/shared/runs/demo"
+    # default when unset or empty (as the shell does); $${...} stays literal; other $ text is untouched
+    assert cfg.train.tags[:4] == ["local", "xdflt", "${S1RAY_STORAGE}", "$$x$$ and ${1}"]
+    assert cfg.train.tags[4] == "e=."
+    # overrides expand too, and replace a file value before it is expanded
+    cfg = load_config(Job, path, ["name=${S1RAY_STORAGE}/other"])
+    assert cfg.name == "/mnt/shared/other"
+
+
+def test_unset_env_variable_is_an_error_naming_field_and_variable(tmp_path, monkeypatch):
+    monkeypatch.delenv("S1RAY_UNSET_FOR_TEST", raising=False)
+    path = tmp_path / "job.yaml"
+    path.write_text("name: demo\ntrain:\n  tags: [a, '${S1RAY_UNSET_FOR_TEST}/x']\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(Job, path)
+    message = str(e.value)
+    assert "train.tags.1" in message and "S1RAY_UNSET_FOR_TEST" in message and str(path) in message
+    # an override that replaces the field removes the need for the variable
+    assert load_config(Job, path, ["train.tags=[a]"]).train.tags == ["a"]
