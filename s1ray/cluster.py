@@ -22,15 +22,19 @@ def init_ray(cfg: RayConfig | None = None) -> None:
     cfg = cfg or RayConfig()
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     runtime_env = _driver_runtime_env()
+    from s1ray.logs import after_ray_init, ray_init_kwargs  # quiet unless --verbose (s1ray/logs.py)
+
     if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True, **ray_init_kwargs())
     else:
         ray.init(
             address="local",
             num_cpus=cfg.num_cpus,
             include_dashboard=cfg.include_dashboard,
             runtime_env=runtime_env,
+            **ray_init_kwargs(),
         )
+    after_ray_init()
 
 
 def _driver_runtime_env() -> dict:

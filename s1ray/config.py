@@ -6,10 +6,11 @@ type fails before any work starts, with a message that names the key.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Any, Iterable, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -40,22 +41,31 @@ class RayConfig(StrictModel):
     include_dashboard: bool = False
 
 
+def _split_override(item: str) -> tuple[list[str], Any]:
+    """``"a.0.b=1"`` -> (["a", "0", "b"], 1); the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
 def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
-    """Turn ``["a.b=1", "c=[x, y]"]`` into a nested dict; values are parsed as YAML."""
+    """Turn ``["a.b=1", "c=[x, y]"]`` into a nested dict; values are parsed as YAML.
+
+    Kept for callers that merge overrides themselves; ``load_config`` uses ``apply_overrides``,
+    which also indexes into lists (``benchmarks.0.limit=100``).
+    """
     nested: dict[str, Any] = {}
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
-        key, raw = item.split("=", 1)
-        key = key.strip()
-        if not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"override {item!r} has an empty key")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+        parts, value = _split_override(item)
         node = nested
-        parts = key.split(".")
         for part in parts[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
@@ -63,6 +73,85 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
             node = child
         node[parts[-1]] = value
     return nested
+
+
+def _field_default(cls: Any, name: str) -> Any:
+    """The default of field ``name`` of model ``cls`` as plain data (None when there is none)."""
+    field = getattr(cls, "model_fields", {}).get(name) if isinstance(cls, type) else None
+    if field is None or field.is_required():
+        return None
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if isinstance(value, list):
+        return [v.model_dump() if isinstance(v, BaseModel) else v for v in value]
+    return value
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model (or list item model) named by a field annotation, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _child_model(cls: Any, part: str | int) -> Any:
+    if isinstance(part, int) or not isinstance(cls, type) or not issubclass(cls, BaseModel):
+        return cls  # a list index keeps the item model found from the list's annotation
+    field = cls.model_fields.get(part)
+    return _model_in(field.annotation) if field is not None else None
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str], cls: Any = None) -> dict[str, Any]:
+    """Apply dotted ``key=value`` overrides to a copy of ``data``.
+
+    A numeric part indexes a list (``benchmarks.0.limit=100``); a list or section the file does
+    not set starts from the model's default, so ``benchmarks.0.limit=5`` also works without a file.
+    """
+    import copy
+
+    data = copy.deepcopy(data)
+    for item in overrides:
+        parts, value = _split_override(item)
+        node: Any = data
+        model = cls
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            where = ".".join(parts[: depth + 1])
+            if isinstance(node, list):
+                if not part.lstrip("-").isdigit():
+                    raise ConfigError(f"override {item!r}: {'.'.join(parts[:depth]) or 'value'} is a list; "
+                                      f"index it with a number (e.g. {'.'.join(parts[:depth])}.0)")
+                index = int(part)
+                if not -len(node) <= index < len(node):
+                    raise ConfigError(f"override {item!r}: index {index} is out of range "
+                                      f"({'.'.join(parts[:depth])} has {len(node)} item(s))")
+                if last:
+                    node[index] = value
+                else:
+                    node = node[index]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[:depth])} is a value, not a section")
+            if last:
+                node[part] = value
+                break
+            child_model = _child_model(model, part)
+            if part not in node or node[part] is None:
+                default = _field_default(model, part)
+                if not isinstance(default, list) and parts[depth + 1].lstrip("-").isdigit():
+                    raise ConfigError(f"override {item!r}: {where} is not set, so it has no item "
+                                      f"{parts[depth + 1]} to change; set the whole list ({where}=[...])")
+                node[part] = default if isinstance(default, list) else {}
+            elif not isinstance(node[part], (dict, list)):
+                raise ConfigError(f"override {item!r}: {where} is a value ({node[part]!r}), not a section")
+            node = node[part]
+            model = child_model
+    return data
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -76,12 +165,42 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _format_validation_error(err: ValidationError, origin: str) -> str:
+class MissingFieldsError(ConfigError):
+    """Required keys are missing; ``missing`` lists them (the CLI adds how to pass a config)."""
+
+    def __init__(self, message: str, missing: list[str]):
+        super().__init__(message)
+        self.missing = missing
+
+
+def _model_at(cls: Any, loc: tuple) -> Any:
+    model = cls
+    for part in loc:
+        if model is None:
+            return None
+        model = _child_model(model, part)
+    return model
+
+
+def did_you_mean(cls: Any, loc: tuple) -> str:
+    """`` (did you mean 'lr'?)`` for an unknown key close to a real one at the same place."""
+    parent = _model_at(cls, loc[:-1]) if cls is not None else None
+    if parent is None or not isinstance(parent, type) or not issubclass(parent, BaseModel) or not loc:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(parent.model_fields), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(".".join([*map(str, loc[:-1]), c])) for c in close) + "?)"
+
+
+def _format_validation_error(err: ValidationError, origin: str, cls: Any = None) -> str:
     lines = [f"invalid config ({origin}):"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key")
+            lines.append(f"  {key}: unknown key{did_you_mean(cls, tuple(e['loc']))}")
+        elif e["type"] == "missing":
+            lines.append(f"  {key}: required key missing")
         else:
             got = e.get("input")
             shown = repr(got) if not isinstance(got, dict) else "a mapping"
@@ -134,15 +253,19 @@ def expand_env(value: Any, origin: str = "config", where: str = "") -> Any:
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] = ()) -> T:
-    """Load ``cls`` from a YAML file (optional) and ``key=value`` overrides."""
+    """Load ``cls`` from a YAML file (optional) and ``key=value`` overrides (list indices allowed)."""
     data = load_yaml(path) if path else {}
-    data = deep_merge(data, parse_overrides(overrides))
+    data = apply_overrides(data, overrides, cls)
     origin = str(path) if path else "command line"
     data = expand_env(data, origin)
     try:
         return cls.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, origin)) from None
+        message = _format_validation_error(e, origin, cls)
+        missing = [".".join(map(str, x["loc"])) for x in e.errors() if x["type"] == "missing"]
+        if missing:
+            raise MissingFieldsError(message, missing) from None
+        raise ConfigError(message) from None
 
 
 def is_secret_key(key: Any) -> bool:

@@ -45,7 +45,7 @@ def _fill(value: Any, output_dir: str) -> Any:
 
 
 class PipelineConfig(StrictModel):
-    output_dir: str = "runs/local"
+    output_dir: str = "outputs/pipeline"
     stages: list[Stage] = list(STAGES)
     packaged_data: list[PackagedData] = []
     ray: RayConfig = Field(default_factory=RayConfig)
@@ -60,7 +60,7 @@ class PipelineConfig(StrictModel):
         """Default every stage's input to the previous stage's output, before validation."""
         if not isinstance(data, dict):
             return data
-        out = str(Path(data.get("output_dir") or "runs/local").expanduser().resolve())
+        out = str(Path(data.get("output_dir") or "outputs/pipeline").expanduser().resolve())
         data = _fill(dict(data), out)
         ray = data.get("ray") or {}
         sections = {name: dict(data.get(name) or {}) for name in ("curate", "select", "train", "evaluate")}

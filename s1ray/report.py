@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import os
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
+
+
+@lru_cache(maxsize=1)
+def msc_names() -> dict[str, str]:
+    """MSC top-level code -> title, from the package's msc.json (no model, no heavy import)."""
+    text = resources.files("s1ray").joinpath("data/msc.json").read_text(encoding="utf-8")
+    return {e["code"]: e["title"] for e in json.loads(text)}
+
+
+def domain_label(code: Any) -> str:
+    """``"90 Operations research, mathematical programming"`` for a code; other values as they are.
+
+    Reports show names next to the codes: a bare "90" or "11" means nothing to most readers.
+    """
+    text = str(code)
+    key = text.zfill(2) if text.isdigit() and len(text) < 2 else text
+    name = msc_names().get(key)
+    return f"{key} {name}" if name else text
 
 
 def training_curve(tb_dir: str | Path, png: Path) -> dict[str, list[float]] | None:

@@ -133,3 +133,112 @@ def test_unknown_command_is_a_usage_error(capsys):
         cli.main(["curat"])
     assert e.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+# --- issue 15: help examples that work, configs list/copy, --config NAME, quiet output ---
+
+from s1ray.config import load_config  # noqa: E402
+from s1ray.configs import example_configs, find_config  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
+def test_help_example_overrides_load_on_the_named_example(command, capsys):
+    """`s1ray <command> --help` shows an example whose overrides really load (train.lr=... did not)."""
+    config, overrides = cli.EXAMPLES[command]
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    assert f"s1ray {command} --config {config} {overrides}" in capsys.readouterr().out
+    cfg = load_config(cli._import(cli.COMMANDS[command][0]), find_config(config), overrides.split())
+    for item in overrides.split():
+        key, value = item.split("=", 1)
+        node = cfg
+        for part in key.split("."):
+            node = node[int(part)] if part.isdigit() else getattr(node, part)
+        want = yaml.safe_load(value)
+        if isinstance(node, float):
+            want = float(want)  # YAML reads 2e-5 as a string; the config's float field converts it
+        assert node == want, (item, node)
+
+
+def test_help_shows_a_list_index_override_that_works(capsys):
+    assert cli.main(["evaluate", "--config", "evaluate_smollm2_math500", "--print-config",
+                     "benchmarks.0.limit=100"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["benchmarks"][0]["limit"] == 100
+
+
+def test_wrong_key_gets_did_you_mean(capsys):
+    assert cli.main(["train", "--config", "train_smollm2_local", "train.lr=2e-5", "epoch=2"]) == 2
+    err = capsys.readouterr().err
+    assert "epoch: unknown key (did you mean 'epochs'?)" in err
+    assert "train: unknown key" in err  # train's keys are top-level: `lr=`, not `train.lr=`
+
+
+def test_missing_config_says_to_pass_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train"]) == 2
+    err = capsys.readouterr().err
+    assert "data: required key missing" in err and "no --config given: pass --config" in err
+    assert "s1ray configs list" in err
+    assert cli.main(["train", "--config", str(tmp_path / "x.yaml")]) == 2  # a given file: no hint
+    assert "no --config given" not in capsys.readouterr().err
+
+
+def test_configs_list_shows_every_example_with_its_command(capsys):
+    assert cli.main(["configs", "list"]) == 0
+    out = capsys.readouterr().out
+    names = sorted(p.stem for p in (REPO / "jobs" / "configs").glob("*.yaml"))
+    assert sorted(e.name for e in example_configs()) == names
+    for e in example_configs():
+        assert e.command.startswith("s1ray ") and e.command in out and e.name in out
+
+
+def test_configs_copy_writes_the_example_and_refuses_to_overwrite(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["configs", "copy", "sweep_local"]) == 0
+    copied = tmp_path / "sweep_local.yaml"
+    assert copied.read_text() == (REPO / "s1ray" / "configs" / "sweep_local.yaml").read_text()
+    assert cli.main(["configs", "copy", "sweep_local.yaml"]) == 2
+    assert "exists" in capsys.readouterr().err
+    (tmp_path / "mine").mkdir()
+    assert cli.main(["configs", "copy", "select_s1k", "mine"]) == 0
+    assert (tmp_path / "mine" / "select_s1k.yaml").exists()
+    assert cli.main(["configs", "copy", "nope"]) == 2
+    assert "no example config named 'nope'" in capsys.readouterr().err
+    # The copy is a working config: edit a key, run it by path.
+    assert cli.main(["sweep", "--config", str(copied), "--print-config", "name=mine"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["name"] == "mine"
+
+
+def test_config_name_runs_the_packaged_example_but_a_real_file_wins(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["select", "--config", "select_shared_pool", "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["size"] == 20
+    (tmp_path / "select_shared_pool").write_text("input: p.parquet\nsize: 3\n")
+    assert cli.main(["select", "--config", "select_shared_pool", "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["size"] == 3
+    assert find_config("some/dir/select_shared_pool.yaml") is None  # another folder's file is not swapped
+
+
+def test_every_command_has_one_output_rule():
+    """Defaults: everything under outputs/ relative to where you run (no ~/s1ray_runs for some)."""
+    from s1ray.curate.config import CurateConfig
+    from s1ray.curate.selection import SelectConfig
+    from s1ray.evaluate.config import EvaluateConfig
+    from s1ray.pipeline import PipelineConfig
+    from s1ray.sweep.config import SweepConfig
+    from s1ray.train.config import TrainConfig
+
+    defaults = {
+        "curate": CurateConfig.model_fields["output_dir"].default,
+        "select": SelectConfig.model_fields["output_dir"].default,
+        "train": TrainConfig.model_fields["storage_path"].default,
+        "evaluate": EvaluateConfig.model_fields["output_dir"].default,
+        "sweep": SweepConfig.model_fields["storage_path"].default,
+        "pipeline": PipelineConfig.model_fields["output_dir"].default,
+    }
+    expected = {"curate": "outputs/curate", "select": "outputs/select", "train": "outputs/train",
+                "evaluate": "outputs/evaluate", "sweep": "outputs/sweeps", "pipeline": "outputs/pipeline"}
+    assert defaults == expected
+    assert "outputs/" in cli.OUTPUT_RULE

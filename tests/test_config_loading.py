@@ -108,3 +108,57 @@ def test_unset_env_variable_is_an_error_naming_field_and_variable(tmp_path, monk
     assert "train.tags.1" in message and "S1RAY_UNSET_FOR_TEST" in message and str(path) in message
     # an override that replaces the field removes the need for the variable
     assert load_config(Job, path, ["train.tags=[a]"]).train.tags == ["a"]
+
+
+# --- overrides into lists, "did you mean", missing keys (issue 15: a CLI people enjoy) ---
+
+class Bench(StrictModel):
+    name: str
+    limit: int | None = None
+
+
+class Eval(StrictModel):
+    benchmarks: list[Bench] = [Bench(name="math500")]
+    budgets: list[int]
+    train: Train = Train()
+
+
+def test_list_index_overrides_change_one_item(tmp_path):
+    path = tmp_path / "eval.yaml"
+    path.write_text("budgets: [1, 2]\nbenchmarks:\n  - {name: a}\n  - {name: b, limit: 3}\n")
+    cfg = load_config(Eval, path, ["benchmarks.0.limit=100", "benchmarks.-1.name=c", "budgets.1=7"])
+    assert [(b.name, b.limit) for b in cfg.benchmarks] == [("a", 100), ("c", 3)]
+    assert cfg.budgets == [1, 7]
+    # A list the file does not set starts from the model's default list.
+    cfg = load_config(Eval, None, ["budgets=[8]", "benchmarks.0.limit=5"])
+    assert [(b.name, b.limit) for b in cfg.benchmarks] == [("math500", 5)]
+
+
+def test_list_index_errors_are_clear(tmp_path):
+    path = tmp_path / "eval.yaml"
+    path.write_text("budgets: [1]\nbenchmarks: [{name: a}]\n")
+    with pytest.raises(ConfigError, match=r"index 2 is out of range \(benchmarks has 1 item"):
+        load_config(Eval, path, ["benchmarks.2.limit=1"])
+    with pytest.raises(ConfigError, match="benchmarks is a list; index it with a number"):
+        load_config(Eval, path, ["benchmarks.limit=1"])
+    with pytest.raises(ConfigError, match=r"budgets is not set, so it has no item 0"):
+        load_config(Eval, None, ["budgets.0=1"])
+    with pytest.raises(ConfigError, match=r"budgets.0 is a value"):
+        load_config(Eval, path, ["budgets.0.x=1"])
+
+
+def test_unknown_key_suggests_the_close_one():
+    with pytest.raises(ConfigError) as e:
+        load_config(Job, None, ["name=x", "train.lrr=0.1", "endpoint.base_ur=h", "zzzz=1"])
+    msg = str(e.value)
+    assert "train.lrr: unknown key (did you mean 'train.lr'?)" in msg
+    assert "endpoint.base_ur: unknown key (did you mean 'endpoint.base_url'?)" in msg
+    assert "zzzz: unknown key\n" in msg + "\n" and "zzzz: unknown key (" not in msg
+
+
+def test_missing_required_keys_are_listed():
+    from s1ray.config import MissingFieldsError
+
+    with pytest.raises(MissingFieldsError) as e:
+        load_config(Eval, None, [])
+    assert e.value.missing == ["budgets"] and "budgets: required key missing" in str(e.value)

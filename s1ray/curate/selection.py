@@ -279,7 +279,7 @@ class SelectConfig(StrictModel):
     """``s1ray select``: one criterion, size and seed over a scored pool."""
 
     input: str  # scored pool: a Parquet file or a folder of Parquet files
-    output_dir: str
+    output_dir: str = "outputs/select"
     criterion: Criterion = "s1"
     size: int | None = 1000
     seed: int = 0
@@ -392,7 +392,9 @@ def _report_markdown(rep: dict[str, Any]) -> str:
              f"{rep['forced']} forced, in {rep['seconds']} s",
              "- thinking tokens: " + ", ".join(f"{k} {v:g}" for k, v in rep["thinking_tokens"].items()),
              "", "| domain | n |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in rep["domains"].items()]
+    from s1ray.report import domain_label  # "90 Operations research, ..." rather than a bare code
+
+    lines += [f"| {domain_label(k)} | {v} |" for k, v in rep["domains"].items()]
     lines += ["", "| source_type | n |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rep["sources"].items()]
     lines += ["", "## Parameters", "```json", json.dumps(rep["params"], indent=2), "```", ""]

@@ -88,7 +88,7 @@ class SweepConfig(StrictModel):
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
     train: TrainConfig
     evaluate: EvaluateConfig
-    storage_path: str = "~/s1ray_runs/sweeps"  # the sweep lives in <storage_path>/<name>
+    storage_path: str = "outputs/sweeps"  # the sweep lives in <storage_path>/<name>
     resume: bool = True  # an existing sweep of the same name is restored (finished trials kept)
     max_failures: int = Field(1, ge=0)  # retries per trial (Tune FailureConfig)
     max_concurrent_trials: int | None = Field(None, ge=1)  # None: as many as the cluster's CPUs fit

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.abc
 import json
+import logging
 import math
 import os
 import shutil
@@ -34,6 +35,8 @@ from s1ray.config import ConfigError, dump_config
 from s1ray.curate.selection import read_pool, select_subset, to_s1k, write_subset
 from s1ray.sweep.analysis import COMPLETED, FAILED, FULL, STOPPED, smallest_effective_set, write_report
 from s1ray.sweep.config import SweepConfig, concurrent_trials, trial_grid
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------
 # Guard: trials reuse the scored pool and never import the curation model stages
@@ -360,6 +363,73 @@ def _error_text(err: BaseException) -> str:
     return (text[-1] if text else type(err).__name__)[:500]
 
 
+# Columns the selection criteria read (SelectionParams names them); random and full read none.
+def _criterion_columns(criterion: str, cfg: SweepConfig) -> list[str]:
+    p = cfg.selection
+    if criterion in ("random", FULL):
+        return []
+    if criterion == "difficulty":
+        return [p.length_column, p.failures_column]
+    return [p.length_column]  # s1, algorithm1, diverse, longest (domains fall back to "unknown")
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def check_pool(pool: pd.DataFrame, cfg: SweepConfig) -> pd.DataFrame:
+    """The rows trials select from, after checking the pool can serve the planned trials.
+
+    Runs before Ray starts, so a pool that cannot serve the sweep fails once, with one message,
+    instead of every trial failing (and being retried) on its own. Checked: rows the funnel kept
+    (``keep``; like ``s1ray select``, only those are used), that they can become training
+    examples (a reasoning trace and an answer: a rule-only pool has none), and the columns each
+    searched criterion reads (``thinking_tokens``, ``solver_failures``, written by curate's
+    ``scoring``). When no criterion can be served the sweep stops here; when only some cannot,
+    their trials are named in a warning and fail on their own (shown in trials.csv), while the
+    others still give a result.
+    """
+    problems = []
+    n_read = len(pool)
+    if "keep" in pool.columns:
+        pool = pool[pool["keep"].fillna(False).astype(bool)].reset_index(drop=True)
+    if pool.empty:
+        raise ConfigError(f"sweep pool {cfg.pool}: no usable rows ({n_read} read, none kept by the curate funnel); "
+                          "no trial was started")
+    unservable = {}
+    criteria = list(dict.fromkeys(t["criterion"] for t in trial_grid(cfg)))
+    for criterion in criteria:
+        missing = [c for c in _criterion_columns(criterion, cfg) if c not in pool.columns
+                   or pd.to_numeric(pool[c], errors="coerce").notna().sum() == 0]
+        if missing:
+            unservable[criterion] = missing
+    if len(unservable) == len(criteria):
+        problems += [f"criterion {c!r} needs column(s) {m}, which the pool lacks or leaves empty (curate's "
+                     "`scoring` section writes them: lengths, difficulty)" for c, m in unservable.items()]
+    s1k = to_s1k(pool)
+    has_trace = s1k["thinking_trajectories"].map(lambda ts: any(_text(t) for t in ts))
+    has_answer = s1k[["attempt", "solution"]].map(_text).any(axis=1)
+    if "answer" in s1k.columns:
+        has_answer |= s1k["answer"].map(_text)
+    trainable = int((has_trace & has_answer).sum())
+    if trainable == 0:
+        problems.append(f"none of its {len(pool)} kept rows can be trained on ({int(has_trace.sum())} have a "
+                        f"reasoning trace, {int(has_answer.sum())} an answer): score the pool with traces "
+                        "(curate's `scoring.traces`, or a source with thinking traces)")
+    if problems:
+        raise ConfigError(f"sweep pool {cfg.pool} cannot serve this sweep; no trial was started:\n  - "
+                          + "\n  - ".join(problems)
+                          + "\n(s1ray curate --config jobs/configs/curate_shared_pool_scored.yaml writes a scored "
+                            "pool with traces; see jobs/configs/sweep_local.yaml)")
+    for criterion, missing in unservable.items():
+        log.warning("sweep pool %s has no %s: the %r trials will fail (the other criteria run)",
+                    cfg.pool, " / ".join(missing), criterion)
+    if trainable < len(pool):
+        log.warning("sweep pool %s: %d of %d kept rows have no reasoning trace or answer; a trial trains on the "
+                    "rest of its subset", cfg.pool, len(pool) - trainable, len(pool))
+    return pool
+
+
 def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
     """``s1ray sweep``: run (or resume) the sweep, then write the smallest-effective-set report."""
     from s1ray.cluster import init_ray
@@ -368,11 +438,11 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     # Ray Train frees the placement group of a run whose trial Tune stopped through the State
     # API, which a local instance only serves with its dashboard (on 127.0.0.1).
+    pool = check_pool(read_pool(cfg.pool), cfg)  # before Ray starts or anything is written
     init_ray(cfg.ray.model_copy(update={"include_dashboard": True}))
     out = sweep_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep_config.yaml").write_text(dump_config(cfg))
-    pool = read_pool(cfg.pool)
     import ray
 
     n_concurrent = concurrent_trials(cfg, ray.cluster_resources())

@@ -97,7 +97,7 @@ class TrainConfig(StrictModel):
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
     torch_threads: int | None = None  # default: cpus_per_worker (Ray sets OMP_NUM_THREADS=1)
-    storage_path: str = "~/s1ray_runs"  # local folder, or s3:// gs:// for multi-node
+    storage_path: str = "outputs/train"  # local folder (relative: to where you run), or s3:// gs:// for multi-node
     storage_is_shared: bool = False  # set when a local-looking storage_path is an NFS mount on every node
     run_name: str | None = None  # same name again = resume; default derived from model and data
     checkpoint_every_steps: int = Field(50, ge=1)
