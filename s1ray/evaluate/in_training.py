@@ -8,7 +8,8 @@ module), rank 0 gathers the samples, writes the usual samples / summary / scalin
 and computes the score. Training then continues exactly as if nothing had happened (the RNG
 state is restored and the module goes back to training mode).
 
-Needs the full weights on every rank: DeepSpeed ZeRO stage 0-2 (stage 3 partitions them).
+Needs the full weights on every rank: :func:`require_full_weights` is the one statement of
+that rule (the trainer and the sweep config call it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from s1ray.evaluate.config import EvaluateConfig
+
+
+def require_full_weights(zero_stage: int) -> None:
+    """Evaluating on the training workers needs whole weights per rank: ZeRO stage <= 2 (3 partitions them)."""
+    if zero_stage >= 3:
+        raise ValueError("in-training evaluation runs the model on its training workers, which needs the full "
+                         "weights on every rank (ZeRO-3 partitions them): set deepspeed.zero_stage to 2 or lower")
 
 
 @dataclass

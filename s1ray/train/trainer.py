@@ -12,12 +12,13 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from s1ray.config import ConfigError
 from s1ray.io.writers import write_jsonl
 from s1ray.train.config import TrainConfig
 from s1ray.train.data import build_examples, build_rows, epoch_plan, non_padding_fraction
+from s1ray.train.hooks import TrainHooks
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +75,25 @@ def _check_storage(cfg: TrainConfig) -> None:
             "shared NFS mount and set storage_is_shared: true")
 
 
-def build_trainer(cfg: TrainConfig, run_name: str | None = None, callbacks: list | None = None,
-                  extra_loop_config: dict | None = None, evaluation: Any = None, export: bool = True):
+def build_trainer(cfg: TrainConfig, run_name: str | None = None, callbacks: list | None = None, *,
+                  evaluation: Any = None, export: bool = True, report_also: dict[str, Any] | None = None,
+                  resume_from: str | None = None, hooks: Sequence[TrainHooks] = ()):
     """A ready-to-fit TorchTrainer; the same run name in the same storage resumes.
 
     ``evaluation`` (an :class:`s1ray.evaluate.in_training.InTrainingEval`) scores the model on
-    the training workers during the run; ``export=False`` skips writing the final weights.
+    the training workers during the run; ``export=False`` skips writing the final weights;
+    ``report_also`` is added to every report; ``hooks`` instrument the loop (tests, benchmarks).
     """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from s1ray.cluster import init_ray
-    from s1ray.train.loop import train_loop_per_worker
+    from s1ray.train.loop import DataInfo, LoopConfig, train_loop_per_worker
 
+    if evaluation is not None:
+        from s1ray.evaluate.in_training import require_full_weights
+
+        require_full_weights(cfg.deepspeed.zero_stage)
     init_ray(cfg.ray)
     _check_storage(cfg)
     name = run_name or cfg.resolved_run_name()
@@ -101,13 +108,14 @@ def build_trainer(cfg: TrainConfig, run_name: str | None = None, callbacks: list
         write_jsonl(info["quarantined"], quarantine_file)
         log.warning("%d training rows quarantined, see %s", len(info["quarantined"]), quarantine_file)
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
-    loop_config = {"cfg": cfg.model_dump(mode="json"), "run_name": name, "tensorboard_dir": tb_dir,
-                   "quarantine_file": str(quarantine_file) if quarantine_file else None,
-                   "data": {k: info[k] for k in ("fingerprint", "pad_id", "vocab_size", "stats")},
-                   "extra": dict(extra_loop_config or {}), "evaluation": evaluation, "export": export}
+    loop = LoopConfig(train=cfg, run_name=name, tensorboard_dir=tb_dir,
+                      quarantine_file=str(quarantine_file) if quarantine_file else None,
+                      data=DataInfo(**{k: info[k] for k in ("fingerprint", "pad_id", "vocab_size", "stats")}),
+                      evaluation=evaluation, export=export, report_also=dict(report_also or {}),
+                      resume_from=resume_from, hooks=tuple(hooks))
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config,
+        train_loop_config={"loop": loop},
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(name=name, storage_path=storage, callbacks=callbacks,
@@ -125,9 +133,9 @@ def _dataset(rows):
     return ray.data.from_arrow(rows)
 
 
-def run_train(cfg: TrainConfig, extra_loop_config: dict | None = None, evaluation: Any = None) -> dict[str, Any]:
+def run_train(cfg: TrainConfig, evaluation: Any = None, hooks: Sequence[TrainHooks] = ()) -> dict[str, Any]:
     """Fit, copy the exported model to output_dir, return where it is and the final metrics."""
-    trainer = build_trainer(cfg, extra_loop_config=extra_loop_config, evaluation=evaluation)
+    trainer = build_trainer(cfg, evaluation=evaluation, hooks=hooks)
     result = trainer.fit()
     if result.error:
         raise result.error
@@ -138,8 +146,8 @@ def run_train(cfg: TrainConfig, extra_loop_config: dict | None = None, evaluatio
     out = cfg.resolved_output_dir()
     with result.checkpoint.as_directory() as d:
         copy_export(d, out)
-    loop_config = trainer.train_loop_config
-    return {"model_dir": out, "metrics": dict(result.metrics or {}), "run_name": loop_config["run_name"],
+    loop = trainer.train_loop_config["loop"]
+    return {"model_dir": out, "metrics": dict(result.metrics or {}), "run_name": loop.run_name,
             "checkpoint": result.checkpoint.path, "batch": cfg.batch_layout(),
-            "data": {k.removeprefix("data/"): v for k, v in loop_config["data"]["stats"].items()},
-            "quarantine_file": loop_config.get("quarantine_file"), "storage_path": cfg.resolved_storage_path()}
+            "data": {k.removeprefix("data/"): v for k, v in loop.data.stats.items()},
+            "quarantine_file": loop.quarantine_file, "storage_path": cfg.resolved_storage_path()}

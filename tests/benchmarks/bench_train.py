@@ -65,13 +65,12 @@ def train_config(data: Path, out: Path, model: str, seq: int, steps_rows: int, w
 
 
 def ray_run(cfg, name: str, out: Path, measure_memory: bool = False) -> dict:
+    from s1ray.train.hooks import StepTrace
     from s1ray.train.trainer import build_trainer
 
     trace = out / f"trace-{name}"
-    extra = {"trace_dir": str(trace)}
-    if measure_memory:
-        extra["measure_memory_at_step"] = 2
-    build_trainer(cfg, run_name=f"{name}-{int(time.time())}", extra_loop_config=extra).fit()
+    hook = StepTrace(str(trace), measure_memory_at_step=2 if measure_memory else None)
+    build_trainer(cfg, run_name=f"{name}-{int(time.time())}", hooks=[hook]).fit()
     recs = [json.loads(line) for f in sorted(trace.glob("rank*.jsonl")) for line in f.read_text().splitlines()]
     return summarize(recs)
 
@@ -86,45 +85,11 @@ def summarize(recs: list[dict]) -> dict:
 
 
 def plain_run(cfg, measure_memory: bool = False) -> dict:
-    """Single process, no Ray, no DeepSpeed: the same rows, plan, loss and AdamW."""
-    import torch
+    """Single process, no Ray, no DeepSpeed: the same rows, plan, loss, AdamW, clipping and schedule."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+    from plain_loop import plain_run as run
 
-    from s1ray.models.loading import load_model
-    from s1ray.train.data import IGNORE, collate, epoch_plan
-    from s1ray.train.loop import live_tensor_bytes, param_groups
-    from s1ray.train.trainer import prepare_data
-
-    torch.set_num_threads(2)
-    rows, info = prepare_data(cfg)
-    cols = {c: rows.column(c).to_pylist() for c in ("input_ids", "labels", "position_ids")}
-    lengths = [len(x) for x in cols["input_ids"]]
-    targets = [sum(t != IGNORE for t in lab) for lab in cols["labels"]]
-    accum = cfg.batch_layout()["global_batch_size"]
-    plan = epoch_plan(lengths, "pack", 1, accum, 0, cfg.seed)
-    model = load_model(cfg.model, dtype="float32", vocab_size=info["vocab_size"]).train()
-    model.config.use_cache = False
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
-    recs, mem = [], None
-    for step, micros in enumerate(plan, start=1):
-        n_targets = sum(targets[i] for mb in micros for i in mb)
-        total, tokens = 0.0, 0
-        for k, mb in enumerate(micros):
-            if not mb:
-                continue
-            b = collate([{c: cols[c][i] for c in cols} for i in mb], info["pad_id"])
-            loss = model(**b, num_items_in_batch=n_targets, use_cache=False).loss
-            loss.backward()
-            if measure_memory and step == 2 and k == len(micros) - 1:
-                mem = live_tensor_bytes()
-            total += float(loss.detach())
-            tokens += sum(lengths[i] for i in mb)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        recs.append({"step": step, "rank": 0, "time": time.time(), "tokens": tokens, "loss": total,
-                     **({"tensor_bytes": mem} if mem and step == 2 else {})})
-    out = summarize(recs)
-    out["n_params"] = sum(p.numel() for p in model.parameters())
+    out = summarize(run(cfg, threads=2, measure_memory_at_step=2 if measure_memory else None))
     return out
 
 

@@ -5,7 +5,9 @@ One uninterrupted ZeRO-2 reference run that also evaluates itself twice on its w
 retries) and is then re-run under the same name; a ZeRO-2 run whose worker is SIGKILLed
 and recovered by FailureConfig. Both failure runs must end with the reference's step count,
 data order and (within float tolerance) losses -- which also shows that evaluating during
-the reference run changed nothing about its training.
+the reference run changed nothing about its training. A run with model-only checkpoints
+resumes weights and position but not the optimizer; a plain PyTorch loop matches the
+reference's losses. Instrumentation goes in through s1ray.train.hooks.
 """
 
 import json
@@ -19,6 +21,7 @@ from s1ray.evaluate.config import EvaluateConfig
 from s1ray.evaluate.in_training import InTrainingEval
 from s1ray.evaluate.runner import EvaluateBatch, build_tasks
 from s1ray.train.config import TrainConfig
+from s1ray.train.hooks import FailOnce, ProbeLogits, StepTrace
 from s1ray.train.trainer import build_trainer, run_train
 
 pytestmark = pytest.mark.slow
@@ -71,9 +74,8 @@ def step_counts(path: Path) -> dict[int, int]:
     return counts
 
 
-def fit(cfg, **extra):
-    trainer = build_trainer(cfg, extra_loop_config=extra)
-    return trainer.fit()
+def fit(cfg, *hooks):
+    return build_trainer(cfg, hooks=hooks).fit()
 
 
 def eval_config(work) -> EvaluateConfig:
@@ -90,8 +92,7 @@ def reference(work, s1k_module_file):
     cfg = config(work, s1k_module_file, name)
     trace = work["root"] / "trace-reference"
     evaluation = InTrainingEval(eval_config(work), evaluations=2, output_dir=str(work["root"] / "eval-reference"))
-    summary = run_train(cfg, extra_loop_config={"trace_dir": str(trace), "probe_input_ids": work["probe"]},
-                        evaluation=evaluation)
+    summary = run_train(cfg, evaluation=evaluation, hooks=[StepTrace(str(trace)), ProbeLogits(work["probe"])])
     return {"cfg": cfg, "summary": summary, "trace": read_trace(trace), "evaluation": evaluation}
 
 
@@ -133,6 +134,37 @@ def test_reference_run_learns_and_exports(reference, work):
     assert list((work["root"] / "runs" / "reference" / "tensorboard").glob("events.out.tfevents*"))
 
 
+def checkpoint_dirs(run_dir: Path) -> dict[str, Path]:
+    return {p.name: p for p in run_dir.iterdir() if p.is_dir() and p.name.startswith(("checkpoint_", "final_"))}
+
+
+def test_checkpoint_policy_keeps_last_n_and_a_model_only_final(reference, work):
+    """num_to_keep=2: the newest intermediate checkpoint (full DeepSpeed state) and the final one (weights only)."""
+    steps = reference["summary"]["metrics"]["total_steps"]
+    last_intermediate = (steps - 1) // CKPT_EVERY * CKPT_EVERY
+    kept = checkpoint_dirs(work["root"] / "runs" / "reference")
+    assert sorted(kept) == [f"checkpoint_{last_intermediate:07d}", f"final_{steps:07d}"]
+    assert list(kept[f"checkpoint_{last_intermediate:07d}"].rglob("*optim_states.pt"))  # resume is exact
+    final = kept[f"final_{steps:07d}"]
+    assert (final / "hf_model" / "model.safetensors").exists() and (final / "train_summary.json").exists()
+    assert {p.name for p in final.rglob("*.pt")} == {"probe_logits.pt"}  # the test's probe; no DeepSpeed state
+
+
+def test_plain_pytorch_loop_gives_the_same_losses(reference):
+    """Ray Train + DeepSpeed ZeRO-2 (2 workers) and one plain PyTorch process: same loss at every step.
+
+    Same rows, plan, loss, parameter groups, AdamW, clipping and warmup/cosine schedule; what is
+    left is float summation order (gloo's all-reduce, ZeRO's flat gradient buffers).
+    """
+    from plain_loop import plain_run
+
+    recs = plain_run(reference["cfg"])
+    trace = reference["trace"]
+    assert len(recs) == reference["summary"]["metrics"]["total_steps"]
+    assert [r["lr"] for r in recs] == pytest.approx([trace[(r["step"], 0)]["lr"] for r in recs], rel=1e-9)
+    assert [r["loss"] for r in recs] == pytest.approx([trace[(r["step"], 0)]["loss"] for r in recs], rel=1e-4)
+
+
 def test_in_training_evaluation_scores_the_trained_weights(reference, work):
     metrics, steps = reference["summary"]["metrics"], reference["summary"]["metrics"]["total_steps"]
     evaluation = reference["evaluation"]
@@ -158,13 +190,12 @@ def test_zero3_worker_raises_then_same_run_name_resumes(reference, work, s1k_mod
     name = "zero3-raise"
     trace = work["root"] / f"trace-{name}"
     fail_step = 2 * CKPT_EVERY + 1
-    extra = {"trace_dir": str(trace), "fail_at_step": fail_step, "fail_rank": 1, "fail_mode": "raise",
-             "fail_marker": str(work["root"] / f"{name}.marker")}
+    hooks = (StepTrace(str(trace)), FailOnce(fail_step, str(work["root"] / f"{name}.marker"), rank=1, mode="raise"))
     cfg = config(work, s1k_module_file, name, deepspeed={"zero_stage": 3}, max_failures=0,
                  gradient_checkpointing=True)
     with pytest.raises(Exception, match="injected failure at step 7 on rank 1"):
-        fit(cfg, **extra)  # V2 raises the worker's error from fit()
-    second = fit(cfg, **extra)  # same run name: picks up the step-6 checkpoint
+        fit(cfg, *hooks)  # V2 raises the worker's error from fit()
+    second = fit(cfg, *hooks)  # same run name: picks up the step-6 checkpoint
     assert second.error is None and second.metrics["step"] == reference["summary"]["metrics"]["step"]
     counts = step_counts(trace)
     assert all(counts[s] == 1 for s in range(1, 2 * CKPT_EVERY + 1))  # before the checkpoint: done once
@@ -177,13 +208,45 @@ def test_killed_worker_recovers_from_checkpoint(reference, work, s1k_module_file
     trace = work["root"] / f"trace-{name}"
     fail_step = CKPT_EVERY + 2
     cfg = config(work, s1k_module_file, name, max_failures=1)
-    result = fit(cfg, trace_dir=str(trace), fail_at_step=fail_step, fail_rank=1, fail_mode="kill",
-                 fail_marker=str(work["root"] / f"{name}.marker"))
+    result = fit(cfg, StepTrace(str(trace)), FailOnce(fail_step, str(work["root"] / f"{name}.marker"), rank=1,
+                                                      mode="kill"))
     assert result.error is None and result.metrics["step"] == reference["summary"]["metrics"]["step"]
     counts = step_counts(trace)
     assert all(counts[s] == 1 for s in range(1, CKPT_EVERY + 1))
     assert counts[CKPT_EVERY + 1] == 2 and counts[fail_step] == 2
     assert_same_run(read_trace(trace), reference, rtol=1e-6)
+
+
+def test_model_only_checkpoints_resume_weights_and_position(reference, work, s1k_module_file):
+    """checkpoint_optimizer_state=false: checkpoints hold the HF weights; a resume restores weights,
+    schedule and data position, and restarts Adam's moments (so the run departs from the reference)."""
+    name = "model-only"
+    trace = work["root"] / f"trace-{name}"
+    fail_step = CKPT_EVERY + 1
+    cfg = config(work, s1k_module_file, name, max_failures=1, checkpoint_optimizer_state=False)
+    result = fit(cfg, StepTrace(str(trace)), FailOnce(fail_step, str(work["root"] / f"{name}.marker"), rank=1))
+    steps = reference["summary"]["metrics"]["total_steps"]
+    assert result.error is None and result.metrics["step"] == steps
+    assert step_counts(trace)[fail_step] == 2  # redone after resuming from the step-3 checkpoint
+    got, ref = read_trace(trace), reference["trace"]
+    for s in range(1, fail_step + 1):  # up to the checkpoint, and the first step after it: same weights
+        assert got[(s, 0)]["loss"] == pytest.approx(ref[(s, 0)]["loss"], rel=1e-5), s
+        assert got[(s, 0)]["lr"] == pytest.approx(ref[(s, 0)]["lr"], rel=1e-9)
+    assert all(got[k]["examples"] == ref[k]["examples"] for k in ref)  # data position restored
+    # Adam's moments were not restored: the update of the redone step differs from the reference's
+    assert got[(fail_step + 1, 0)]["loss"] != pytest.approx(ref[(fail_step + 1, 0)]["loss"], rel=1e-4)
+    last_intermediate = (steps - 1) // CKPT_EVERY * CKPT_EVERY
+    kept = checkpoint_dirs(work["root"] / "runs" / name)
+    assert sorted(kept) == [f"checkpoint_{last_intermediate:07d}", f"final_{steps:07d}"]
+    ckpt = kept[f"checkpoint_{last_intermediate:07d}"]
+    assert (ckpt / "hf_model" / "model.safetensors").exists() and (ckpt / "resume_state.json").exists()
+    assert not list(ckpt.rglob("*optim_states*")) and not (ckpt / "ds").exists()
+
+
+def test_zero3_cannot_evaluate_during_training(work, s1k_module_file):
+    cfg = config(work, s1k_module_file, "z3-eval", deepspeed={"zero_stage": 3})
+    with pytest.raises(ValueError, match="zero_stage to 2 or lower"):
+        build_trainer(cfg, evaluation=InTrainingEval(eval_config(work)))
 
 
 def test_local_storage_on_multi_node_cluster_fails_early(work, s1k_module_file, monkeypatch):
