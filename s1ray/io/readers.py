@@ -19,10 +19,12 @@ import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Literal
+from typing import Annotated, Any, BinaryIO, Iterator, Literal
+
+from pydantic import AfterValidator
 
 from s1ray.config import StrictModel
-from s1ray.io.presets import PRESETS, RowError
+from s1ray.io.presets import PRESETS, RowError, check_template
 
 Format = Literal["auto", "jsonl", "json", "parquet", "csv", "hf_disk", "hub"]
 _RAW_PREVIEW = 2000
@@ -42,7 +44,12 @@ class SourceConfig(StrictModel):
     split: str = "train"
     format: Format = "auto"
     preset: str = "generic"  # one of s1ray.io.presets.PRESETS
-    columns: dict[str, str] = {}  # canonical field -> source column, overrides the preset
+    columns: dict[str, str | list[str]] = {}  # canonical field -> source column(s), overrides the preset
+    # Record mapping (s1ray/io/presets.py): the question assembled from several columns, e.g.
+    # "{passage}\n\n{question}"; how a multiple-choice answer is given (auto: a letter, a 0-based
+    # index or an option's text; index1: 1-based).
+    question_template: Annotated[str | None, AfterValidator(check_template)] = None
+    answer_format: Literal["auto", "letter", "index", "index1", "text"] = "auto"
     answer_from: Literal["field", "boxed", "gsm8k"] | None = None  # how to derive `answer`
     teacher: Literal["deepseek", "gemini"] = "deepseek"  # s1K-1.1: whose trace comes first
     limit: int | None = None  # read only the first N rows
