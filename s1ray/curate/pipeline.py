@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -37,9 +38,10 @@ from s1ray.cluster import init_ray
 from s1ray.curate import decontam, dedup, funnel, quality, scoring
 from s1ray.curate.config import CurateConfig
 from s1ray.io.checkpoint import BlockCheckpoint, config_key
-from s1ray.io.readers import SourceConfig, SourceError, read_source
-from s1ray.io.writers import write_jsonl
-from s1ray.records import SCHEMA, to_table
+from s1ray.io import ingest
+from s1ray.io.readers import SourceConfig, SourceError
+from s1ray.io.writers import write_jsonl, write_ordered
+from s1ray.records import SCHEMA
 
 CACHE_VERSION = "rules-v3"  # bump when a stage's scoring logic changes
 
@@ -116,34 +118,10 @@ def _section(cfg: CurateConfig, name: str) -> Any:
 
 # --- reading --------------------------------------------------------------------------------
 
-def _read_one(spec_json: str) -> tuple[pa.Table, list[dict[str, Any]], int]:
-    res = read_source(SourceConfig.model_validate_json(spec_json))
-    return to_table(res.records), res.quarantined, res.n_rows
-
-
-def read_sources(cfg: CurateConfig) -> tuple[pa.Table, list[dict[str, Any]], dict[str, int]]:
-    """All sources read in parallel (one Ray task per source), concatenated in config order."""
-    import ray
-
-    names = [s.name for s in cfg.sources]
-    if len(set(names)) != len(names):
-        raise SourceError(f"source names must be unique, got {names}")
-    task = ray.remote(num_cpus=1)(_read_one)
-    refs = [task.remote(s.model_dump_json()) for s in cfg.sources]
-    results = []
-    for spec, ref in zip(cfg.sources, refs):
-        try:
-            results.append(ray.get(ref))
-        except ray.exceptions.RayTaskError as e:
-            if isinstance(e.cause, SourceError):
-                raise SourceError(str(e.cause)) from None
-            raise
-    tables = [r[0] for r in results]
-    quarantine = [q for r in results for q in r[1]]
-    n_input = {spec.name: r[2] for spec, r in zip(cfg.sources, results)}
-    table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
-    table = table.append_column("row_index", pa.array(range(table.num_rows), pa.int64()))
-    return table, quarantine, n_input
+def read_sources(cfg: CurateConfig, log: Callable[[str], None] = print) -> ingest.Ingested:
+    """All sources read by Ray tasks, one per shard (large files are split): a Dataset in read
+    order with ``row_index``; only counts and quarantine rows reach the driver."""
+    return ingest.read_dataset(cfg.sources, cfg.batch_size, log)
 
 
 def to_dataset(table: pa.Table, batch_size: int):
@@ -241,31 +219,44 @@ def run_resumable(stage: Stage, ds, cfg: CurateConfig, done: Path,
     return result, {"rows": table.num_rows, "resumed_rows": n_done}
 
 
-def filter_pool(ds, cfg: CurateConfig) -> pa.Table:
-    """Apply thresholds (cheap) and bring the scored pool to the driver in read order."""
-    ds = ds.map_batches(funnel.apply_filters, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
-                        batch_size=cfg.batch_size)
-    table = dedup.collect(ds)
-    return table.sort_by("row_index") if table.num_rows else table
+def filter_pool(ds, cfg: CurateConfig):
+    """Apply thresholds (cheap, in parallel): the scored pool with the filter columns, still a Dataset."""
+    return ds.map_batches(funnel.apply_filters, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
+                          batch_size=cfg.batch_size)
+
+
+READ_VERSION = "shards-v1"  # bump when what the read step stores changes
 
 
 def _cached_read(cfg: CurateConfig, cache_dir: Path, log: Callable[[str], None]):
-    key = _key("read", CACHE_VERSION, [(s.model_dump(mode="json"), fingerprint(s)) for s in cfg.sources])
+    """(dataset, quarantine rows, rows per source, records, key, status); the records are stored as
+    Parquet parts written by Ray Data tasks and read back the same way."""
+    key = _key("read", CACHE_VERSION, READ_VERSION,
+               [(s.model_dump(mode="json"), fingerprint(s)) for s in cfg.sources])
     done = cache_dir / f"read-{key}"
     if cfg.cache and (done / "_SUCCESS").exists():
         log(f"[curate] read: reusing {done}")
-        table = pq.read_table(done / "records.parquet")
         quarantine = [json.loads(line) for line in (done / "quarantine.jsonl").read_text().splitlines() if line]
-        n_input = json.loads((done / "n_input.json").read_text())
-        return table, quarantine, n_input, key, "reused"
-    table, quarantine, n_input = read_sources(cfg)
+        counts = json.loads((done / "counts.json").read_text())
+        return (ingest.read_parts(done / "records"), quarantine, counts["n_input"], counts["n_records"],
+                key, "reused")
+    got = read_sources(cfg, log)
+    ds = got.dataset
     if cfg.cache:
-        done.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, done / "records.parquet")
-        write_jsonl(quarantine, done / "quarantine.jsonl")
-        (done / "n_input.json").write_text(json.dumps(n_input))
+        ds = ds.materialize()  # read once: the parts on disk and the stages both use these blocks
+        shutil.rmtree(done, ignore_errors=True)
+        done.mkdir(parents=True)
+        write_ordered(ds, done / "records")
+        write_jsonl(got.quarantine, done / "quarantine.jsonl")
+        (done / "counts.json").write_text(json.dumps({"n_input": got.n_input, "n_records": got.n_records}))
         (done / "_SUCCESS").write_text(key)
-    return table, quarantine, n_input, key, "computed"
+    return ds, got.quarantine, got.n_input, got.n_records, key, "computed"
+
+
+def _report_pool(counts: pa.Table) -> pa.Table:
+    """The columns the funnel report counts, one row per pool row, rebuilt from grouped counts."""
+    rows = counts["rows"].to_numpy()
+    return counts.drop_columns(["rows"]).take(pa.array(np.repeat(np.arange(len(rows)), rows)))
 
 
 def run_curate(cfg: CurateConfig) -> dict[str, Any]:
@@ -275,18 +266,25 @@ def run_curate(cfg: CurateConfig) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = out / "cache"
-    table, quarantine, n_input, read_key, read_status = _cached_read(cfg, cache_dir, print)
-    print(f"[curate] read {sum(n_input.values())} rows from {len(n_input)} sources: "
-          f"{table.num_rows} records, {len(quarantine)} quarantined ({read_status})")
-    ds = to_dataset(table, cfg.batch_size)
-    ds, stages = score_pool(ds, cfg, cache_dir if cfg.cache else None, upstream=read_key)
-    pool = filter_pool(ds, cfg)
+    import ray
 
+    # Stage outputs keep block order, so the pool is written in read order without a sort.
+    options = ray.data.DataContext.get_current().execution_options
+    options.preserve_order, preserve_order = True, options.preserve_order
+    ds, quarantine, n_input, n_records, read_key, read_status = _cached_read(cfg, cache_dir, print)
+    print(f"[curate] read {sum(n_input.values())} rows from {len(n_input)} sources: "
+          f"{n_records} records, {len(quarantine)} quarantined ({read_status})")
+    ds, stages = score_pool(ds, cfg, cache_dir if cfg.cache else None, upstream=read_key)
+    ds = filter_pool(ds, cfg)
+
+    # scored_pool.parquet is a folder of Parquet parts in read order (pq.read_table / pd.read_parquet
+    # read it whole); the parts and kept.jsonl are written by Ray Data tasks, not by the driver.
     paths = {"scored_pool": out / "scored_pool.parquet", "kept": out / "kept.jsonl",
              "quarantine": out / "quarantine.jsonl"}
-    pq.write_table(pool, paths["scored_pool"])
-    write_jsonl(pool.filter(pool["keep"]).to_pylist(), paths["kept"])
+    written = write_ordered(ds, paths["scored_pool"], kept_jsonl=paths["kept"],
+                            count_by=("source", "drop_stage", "drop_reason"))
     write_jsonl(quarantine, paths["quarantine"])
+    pool = _report_pool(written.counts)
     report = funnel.build_report(pool, quarantine, n_input, extra={
         "stages": {"read": {"status": read_status, "key": read_key}, **stages},
         "columns": pool_columns(),
@@ -294,6 +292,7 @@ def run_curate(cfg: CurateConfig) -> dict[str, Any]:
     })
     report_paths = funnel.write_report(report, out)
     print(funnel.report_markdown(report))
+    options.preserve_order = preserve_order
     if not report["accounting"]["ok"]:
         raise RuntimeError(f"funnel accounting does not balance: {report['accounting']} (see {out / 'funnel.json'})")
     return {
