@@ -6,8 +6,9 @@ Ray Train Controller actor state" warning repeated while training runs without t
 buries s1ray's own lines. By default:
 
 - s1ray's loggers (``s1ray.*``) get one stderr handler, ``[s1ray] message`` at INFO;
-- Ray Data shows one progress bar per dataset in a terminal (no per-operator bars) and keeps
-  its INFO lines in its log file (``ray-data.log`` in the session folder), not on the console;
+- Ray Data keeps its INFO lines (execution plans, the progress dumps of a non-terminal stdout)
+  in its log file (``ray-data.log`` in the session folder), not on the console;
+- Ray Train's INFO lines are off (``RunConfig(logging_config=train_logging_config())``);
 - the driver's ``ray`` logger shows warnings and errors only (``ray.init(logging_level=...)``);
 - forwarded worker lines that are Ray's own INFO/DEBUG records, or known noise, are dropped;
   everything else a worker prints (s1ray's progress, tracebacks, warnings) still comes through.
@@ -26,13 +27,34 @@ from typing import Any
 VERBOSE_ENV = "S1RAY_VERBOSE"
 _HANDLER_NAME = "s1ray-console"
 
-# Worker lines dropped in quiet mode: Ray-formatted INFO/DEBUG records ("... INFO file.py:12 --")
-# and warnings that repeat without telling the user anything they can act on.
+# Worker lines dropped in quiet mode: Ray-formatted INFO/DEBUG records ("... INFO file.py:12 --"),
+# Ray's C++ info/warning lines, and Ray messages that repeat without telling the user anything
+# they can act on. Ray Train's own INFO lines are dropped at the source (``train_logging_config``).
 RAY_RECORD = re.compile(r"\b(INFO|DEBUG)\s+[\w./-]+\.py:\d+\s+--\s")
+RAY_CPP_INFO = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,.]+ [IW] \d+ \d+\] \S+:\d+:")
 NOISE = (
     "Failed to query Ray Train Controller actor state",  # PlacementGroupCleaner without the State API
     "State API may be temporarily unavailable",
+    "has constructor arguments in the object store and max_restarts > 0",  # Train's PreemptionWatcher
+    "Progress bars disabled. To enable",
+    "Progress bars for operators disabled",
+    "RayDeprecationWarning: `ExecutionOptions.exclude_resources`",
+    "self.exclude_resources = exclude_resources",  # the source line Python's warning echoes
 )
+DATASET_DONE = re.compile(r"Dataset \S+ execution finished in [\d.]+ seconds"
+                          r"|^Reporting training result \d+: TrainingReport\(")  # every report, metrics dict and all
+# Ray's own helper actors: their output is Ray bookkeeping (a PlacementGroupCleaner that cannot
+# reach the State API prints a traceback per run on a machine with several Ray instances).
+INTERNAL_ACTORS = ("PlacementGroupCleaner", "DatasetManager", "SplitCoordinator", "_StatsActor",
+                   "AutoscalingRequester", "PreemptionWatcher")
+# Driver-side Ray warnings that are notices, not problems, for a private local instance.
+DRIVER_NOISE = ("Token authentication is enabled for this Ray cluster",)
+
+
+class _DropDriverNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(n in message for n in DRIVER_NOISE)
 
 
 def is_verbose() -> bool:
@@ -55,12 +77,27 @@ def setup_logging(verbose: bool = False) -> None:
 
 def ray_init_kwargs() -> dict[str, Any]:
     """Extra ``ray.init`` arguments: Ray's driver-side logger at WARNING unless verbose."""
-    return {} if is_verbose() else {"logging_level": logging.WARNING}
+    if is_verbose():
+        return {}
+    for handler in logging.getLogger("ray").handlers:
+        if not any(isinstance(f, _DropDriverNoise) for f in handler.filters):
+            handler.addFilter(_DropDriverNoise())
+    return {"logging_level": logging.WARNING}
 
 
-def quiet_line(line: str) -> bool:
-    """True when a forwarded worker line is Ray's own INFO/DEBUG record or known noise."""
-    return bool(RAY_RECORD.search(line)) or any(n in line for n in NOISE)
+def train_logging_config():
+    """``RunConfig(logging_config=...)`` for Ray Train: its INFO lines only with ``--verbose``."""
+    from ray.train import LoggingConfig
+
+    return LoggingConfig(log_level="INFO" if is_verbose() else "WARNING")
+
+
+def quiet_line(line: str, actor: str | None = None) -> bool:
+    """True when a forwarded worker line is Ray's own output or known noise (not s1ray's)."""
+    if actor in INTERNAL_ACTORS or not line.strip():
+        return True
+    return (bool(RAY_RECORD.search(line)) or bool(RAY_CPP_INFO.search(line)) or bool(DATASET_DONE.search(line))
+            or any(n in line for n in NOISE))
 
 
 def after_ray_init() -> None:
@@ -72,13 +109,11 @@ def after_ray_init() -> None:
 
 
 def quiet_ray_data() -> None:
-    """Ray Data: INFO to its log file only; one progress bar per dataset instead of one per operator."""
+    """Ray Data: INFO to its log file only (progress bars in a terminal stay)."""
     import ray.data
     from ray.data._internal.logging import SessionFileHandler
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_operator_progress_bars = False
-    ctx.print_on_execution_start = False
+    ray.data.DataContext.get_current().print_on_execution_start = False
     for handler in logging.getLogger("ray.data").handlers:
         if not isinstance(handler, SessionFileHandler):
             handler.setLevel(logging.WARNING)
@@ -93,7 +128,8 @@ def _filter_worker_lines() -> None:
             continue
 
         def filtered(data: dict, _print=handler) -> None:
-            lines = [line for line in data.get("lines", []) if not quiet_line(line)]
+            actor = data.get("actor_name")
+            lines = [line for line in data.get("lines", []) if not quiet_line(line, actor)]
             if lines:
                 _print({**data, "lines": lines})
 

@@ -87,6 +87,8 @@ def build_trainer(cfg: TrainConfig, run_name: str | None = None, callbacks: list
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from s1ray.logs import train_logging_config
+
     from s1ray.cluster import init_ray
     from s1ray.train.loop import DataInfo, LoopConfig, train_loop_per_worker
 
@@ -119,6 +121,7 @@ def build_trainer(cfg: TrainConfig, run_name: str | None = None, callbacks: list
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(name=name, storage_path=storage, callbacks=callbacks,
+                             logging_config=train_logging_config(),  # Train's INFO lines with --verbose only
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep)),
         datasets={"train": _dataset(rows)},
