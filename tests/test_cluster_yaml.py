@@ -86,25 +86,99 @@ def test_node_groups_match_the_plan():
     assert sum(n.get("max_workers", 0) for n in nodes.values()) <= cfg["max_workers"]
 
 
-def test_image_matches_installed_ray_and_python():
-    py = f"py{sys.version_info.major}{sys.version_info.minor}"
-    assert raw()["docker"]["image"] == f"rayproject/ray:{ray.__version__}-{py}-gpu"
+GPU_AMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+CONSTRAINTS = REPO / "jobs" / "kuberay" / "constraints.txt"
 
 
-def test_setup_installs_s1ray_from_the_synced_working_copy():
+def test_every_node_boots_a_current_gpu_capable_ami():
+    """No ImageId = the launcher's default "Deep Learning AMI (Ubuntu 18.04) V71.0" (CUDA 11, no
+    H100 driver). Every node type names the Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu
+    22.04: driver + Docker + NVIDIA container toolkit) through EC2's documented resolve:ssm: form."""
+    for name, node_type in raw()["available_node_types"].items():
+        assert node_type["node_config"]["ImageId"] == f"resolve:ssm:{GPU_AMI_PARAMETER}", name
+
+
+def test_gpu_containers_get_the_gpus():
     cfg = raw()
-    mounts = cfg["file_mounts"]
-    for remote, local in mounts.items():
-        if local.startswith("./"):
-            assert (REPO / local).exists(), f"file_mounts {remote}: {local} is not in the repository"
-            assert remote.startswith("~/s1ray-src/")
-    assert {"./s1ray", "./pyproject.toml"} <= set(mounts.values())
-    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    commands = cfg["setup_commands"] + cfg["available_node_types"]["gpu_h100"]["worker_setup_commands"]
-    installs = [re.search(r'pip install .*-e "\$HOME/s1ray-src\[([a-z,]+)\]"', c) for c in commands]
-    used = {e for m in installs if m for e in m.group(1).split(",")}
-    assert "cluster" in used and "gpu" in used
-    assert used <= set(extras), f"unknown extras {used - set(extras)}"
+    gpu = cfg["available_node_types"]["gpu_h100"]
+    assert gpu["resources"]["GPU"] == 8
+    assert "--gpus all" in gpu["docker"]["worker_run_options"]
+    assert not cfg["docker"].get("disable_automatic_runtime_detection", False)  # Ray may add --runtime=nvidia too
+    # --gpus fails on a host without the NVIDIA runtime: CPU nodes must not get it.
+    for where in (cfg["docker"].get("run_options", []), cfg["docker"].get("worker_run_options", []),
+                  cfg["docker"].get("head_run_options", [])):
+        assert not any("--gpus" in o for o in where)
+    for name in ("head", "cpu_worker"):
+        assert "--gpus" not in str(cfg["available_node_types"][name].get("docker", {}))
+
+
+def test_launcher_merges_the_gpu_run_options_into_gpu_nodes_only():
+    """What Ray's autoscaler does per node type (node-specific docker config over the global one)."""
+    prepared = launcher_view(raw())
+    for name, node_type in prepared["available_node_types"].items():
+        docker = {**prepared["docker"], **node_type.get("docker", {})}
+        options = docker.get("run_options", []) + docker.get("worker_run_options", [])
+        assert ("--gpus all" in options) == (name == "gpu_h100"), name
+
+
+def test_one_pinned_image_and_no_installs_at_boot():
+    cfg = raw()
+    py = f"py{sys.version_info.major}{sys.version_info.minor}"
+    image = cfg["docker"]["image"]
+    registry, _, repo_tag = image.partition("/")
+    assert repo_tag == f"s1ray:0.1.0-ray{ray.__version__}-{py}-gpu", image
+    assert re.fullmatch(r"\d{12}\.dkr\.ecr\." + cfg["provider"]["region"] + r"\.amazonaws\.com", registry)
+    assert repo_tag in (REPO / "jobs" / "kuberay" / "Dockerfile").read_text()  # built from the Dockerfile
+    assert not {"head_image", "worker_image"} & set(cfg["docker"])
+    assert all("worker_image" not in n.get("docker", {}) for n in cfg["available_node_types"].values())
+    # The nodes log in to that registry with their instance profile before pulling.
+    login = [c for c in cfg["initialization_commands"] if "docker login" in c]
+    assert len(login) == 1 and registry in login[0] and "aws ecr get-login-password" in login[0]
+    for cmd in all_commands(cfg):
+        assert not re.search(r"\bpip3? install\b|\buv pip\b|conda install", cmd), f"install at boot: {cmd}"
+    assert cfg["setup_commands"] == []
+    # No source tree synced for an install: only the token and the secrets folder.
+    assert set(cfg["file_mounts"]) == {"~/.ray/auth_token", "~/.s1ray/secrets"}
+
+
+def test_constraints_pin_every_direct_dependency_at_a_version_it_allows():
+    """jobs/kuberay/constraints.txt: one exact version per direct dependency of s1ray[cluster,gpu],
+    allowed by pyproject.toml, Ray = the client's Ray, vLLM = what ray[llm] requires, and the
+    versions this test suite runs with where they are installed (what CI checked is what runs)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    pins = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not pinned with =="
+            pins[canonicalize_name(name)] = Version(version)
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    direct = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["gpu"]
+              + project["optional-dependencies"]["cluster"]]
+    for req in direct:
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} (a direct dependency) is not pinned in constraints.txt"
+        assert req.specifier.contains(pins[name], prereleases=True), f"{req}: pin {pins[name]} not allowed"
+    assert pins["ray"] == Version(ray.__version__)
+    llm = [Requirement(r) for r in metadata.requires("ray") or [] if 'extra == "llm"' in r]
+    (vllm,) = [r for r in llm if canonicalize_name(r.name) == "vllm"]
+    assert vllm.specifier.contains(pins["vllm"]), f"ray[llm] wants {vllm}, constraints pin {pins['vllm']}"
+    for name, pin in pins.items():
+        if name in ("vllm", "torch"):
+            continue  # CUDA builds on the cluster, CPU builds here
+        try:
+            installed = Version(metadata.version(name))
+        except metadata.PackageNotFoundError:
+            continue
+        assert installed.base_version == pin.base_version, f"{name}: tested with {installed}, image pins {pin}"
+    dockerfile = (REPO / "jobs" / "kuberay" / "Dockerfile").read_text()
+    assert re.search(r'pip install .*-c jobs/kuberay/constraints\.txt .*-e "\.\[cluster,gpu\]"', dockerfile)
 
 
 def test_ray_ports_are_not_public():
@@ -171,6 +245,47 @@ def test_shared_storage_is_mounted_on_every_host_and_container():
     assert "/mnt/s1ray" in mount
     assert "-v /mnt/s1ray:/mnt/s1ray" in cfg["docker"]["run_options"]
     assert "-e S1RAY_STORAGE=/mnt/s1ray" in cfg["docker"]["run_options"]
+    # Owned by the container's user and closed to others: checkpoints there are unpickled on resume.
+    assert "chmod 1777" not in mount and "chmod 777" not in mount and "a+w" not in mount
+    assert "sudo chown 1000:100 /mnt/s1ray" in mount and "sudo chmod 0750 /mnt/s1ray" in mount
+    assert "mkdir -p -m 0750 /mnt/s1ray/runs /mnt/s1ray/logs" in mount
+
+
+def test_initialization_commands_run_and_leave_storage_closed(tmp_path):
+    """Run the host-side commands with stand-ins for sudo's privileged calls, mount and the AWS /
+    Docker CLIs, with /mnt/s1ray moved under tmp_path: the EFS address is built from the id, the
+    folder ends up mode 0750 with runs/ and logs/, the registry login pipes the token to `docker login`."""
+    cfg = raw()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    root = tmp_path / "root"
+    stubs = {
+        "sudo": f'case "$1" in chown|mount|apt-get) echo "sudo $*" >> {log}; exit 0;; esac\nexec "$@"',
+        "mountpoint": "exit 1",
+        "mount.nfs4": "exit 0",
+        "aws": f'echo "aws $*" >> {log}; echo token-from-aws',
+        "docker": f'echo "docker $* stdin=$(cat)" >> {log}',
+    }
+    for name, body in stubs.items():
+        (bin_dir / name).write_text("#!/bin/bash\n" + body + "\n")
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    for cmd in cfg["initialization_commands"]:
+        moved = cmd.replace("/mnt/s1ray", f"{root}/mnt/s1ray")
+        assert "/mnt/s1ray" not in moved.replace(f"{root}/mnt/s1ray", "")  # nothing touches the real path
+        out = subprocess.run(["bash", "-c", moved], env=env, capture_output=True, text=True)
+        assert out.returncode == 0, (cmd, out.stderr)
+    calls = log.read_text()
+    storage = root / "mnt" / "s1ray"
+    assert f"sudo mount -t nfs4" in calls and f"fs-0123456789abcdef0.efs.us-west-2.amazonaws.com:/ {storage}" in calls
+    assert f"sudo chown 1000:100 {storage}" in calls
+    assert oct(storage.stat().st_mode & 0o777) == "0o750"
+    assert {p.name for p in storage.iterdir()} == {"runs", "logs"}
+    assert all(oct(p.stat().st_mode & 0o777) == "0o750" for p in storage.iterdir())
+    assert "aws ecr get-login-password --region us-west-2" in calls
+    assert re.search(r"docker login --username AWS --password-stdin \d{12}\.dkr\.ecr\.us-west-2\.amazonaws\.com "
+                     r"stdin=token-from-aws", calls)
 
 
 def test_start_commands_export_node_secrets_to_ray(tmp_path):

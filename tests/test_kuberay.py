@@ -1,17 +1,28 @@
-"""jobs/kuberay/rayjob.yaml: a RayJob the KubeRay CRD (ray.io/v1) accepts, equivalent to
-cluster.yaml, whose entrypoint runs a real s1ray job with a valid config, and closed by default.
+"""jobs/kuberay/rayjob.yaml: a RayJob that KubeRay's CRD accepts field by field, equivalent to
+cluster.yaml, that the operator can manage (NetworkPolicy admits it to the dashboard port), that
+nobody else can drive (token auth, ClusterIP only), whose bounded retries resume through s1ray's
+fixed output folder, and that runs a real s1ray job with a valid config.
 
-No Kubernetes API here: field names and required fields follow the RayJob / RayCluster CRD
-(ray-operator/config/crd/bases/ray.io_rayjobs.yaml); types are checked as the CRD declares them.
+No Kubernetes API here. The RayJob is checked against KubeRay's own CRD schema (openAPIV3Schema
+of ray-operator/config/crd/bases/ray.io_rayjobs.yaml, descriptions stripped, gzipped in
+tests/data/kuberay/) of the release the README names as the minimum, v1.5.1 (commit
+9e8a2c085b7b7c96cf7cc5d857787bc2d78406c6), and of the release before it, v1.5.0 (commit
+21cf8ccdc0f617931ab424b884248a8c637b4136), which must NOT accept it: so the stated minimum is the
+real one. The API server prunes unknown fields silently; here they are errors.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
+import os
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import ray
 import yaml
 
@@ -22,32 +33,24 @@ from test_cluster_yaml import CREDENTIAL_PATTERNS
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO / "jobs" / "kuberay" / "rayjob.yaml"
 DOCKERFILE = REPO / "jobs" / "kuberay" / "Dockerfile"
+CRD_DIR = Path(__file__).parent / "data" / "kuberay"
 IMAGE_ROOT = "/home/ray/s1ray/"  # where the Dockerfile puts the repository
-
-# Fields of the ray.io/v1 CRD (KubeRay 1.1+); anything else is rejected or silently pruned.
-RAYJOB_SPEC = {"activeDeadlineSeconds", "backoffLimit", "clusterSelector", "deletionStrategy", "entrypoint",
-               "entrypointNumCpus", "entrypointNumGpus", "entrypointResources", "jobId", "managedBy",
-               "metadata", "rayClusterSpec", "runtimeEnvYAML", "shutdownAfterJobFinishes", "submissionMode",
-               "submitterConfig", "submitterPodTemplate", "suspend", "ttlSecondsAfterFinished"}
-CLUSTER_SPEC = {"autoscalerOptions", "enableInTreeAutoscaling", "gcsFaultToleranceOptions", "headGroupSpec",
-                "headServiceAnnotations", "managedBy", "rayVersion", "suspend", "workerGroupSpecs"}
-HEAD_SPEC = {"enableIngress", "headService", "rayStartParams", "serviceType", "template"}
-WORKER_SPEC = {"groupName", "idleTimeoutSeconds", "maxReplicas", "minReplicas", "numOfHosts", "rayStartParams",
-               "replicas", "scaleStrategy", "suspend", "template"}
-AUTOSCALER_OPTIONS = {"env", "envFrom", "idleTimeoutSeconds", "image", "imagePullPolicy", "resources",
-                      "securityContext", "upscalingMode", "volumeMounts", "version"}
-SUBMISSION_MODES = {"K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode"}
-QUANTITY = re.compile(r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
-                      r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")  # the CRD's quantity pattern
-DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MIN_KUBERAY = "1.5.1"
+PREVIOUS_KUBERAY = "1.5.0"
+MIN_RAY_FOR_TOKEN_AUTH = (2, 52, 0)  # KubeRay's validation refuses authOptions.mode=token below it
+DASHBOARD_PORT = 8265
 
 
 def docs() -> list[dict]:
     return [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d]
 
 
+def of_kind(kind: str) -> list[dict]:
+    return [d for d in docs() if d["kind"] == kind]
+
+
 def rayjob() -> dict:
-    (job,) = [d for d in docs() if d["kind"] == "RayJob"]
+    (job,) = of_kind("RayJob")
     return job
 
 
@@ -60,31 +63,95 @@ def containers(group: dict) -> list[dict]:
     return group["template"]["spec"]["containers"]
 
 
-def test_rayjob_shape_follows_the_crd():
+def crd_schema(version: str) -> dict:
+    return json.loads(gzip.decompress((CRD_DIR / f"ray.io_rayjobs-v{version}.schema.json.gz").read_bytes()))
+
+
+# --- a structural-schema check, as strict as the API server's validation plus pruning ----------
+
+def schema_errors(value, schema: dict, path: str = "") -> list[str]:
+    """What the CRD's openAPIV3Schema refuses (wrong types, enums, patterns, missing required
+    fields) or would silently prune (unknown fields) in ``value``."""
+    where = path or "<root>"
+    if "anyOf" in schema or schema.get("x-kubernetes-int-or-string"):
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            return [f"{where}: expected an integer or a string, got {value!r}"]
+        if isinstance(value, str) and "pattern" in schema and not re.search(schema["pattern"], value):
+            return [f"{where}: {value!r} does not match {schema['pattern']}"]
+        return []
+    kind = schema.get("type")
+    if kind == "object":
+        if not isinstance(value, dict):
+            return [f"{where}: expected an object, got {type(value).__name__}"]
+        errors = [f"{where}: missing required field {r!r}" for r in schema.get("required", []) if r not in value]
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            sub = f"{path}.{key}" if path else key
+            if props is not None and key in props:
+                errors += schema_errors(item, props[key], sub)
+            elif isinstance(extra, dict):
+                errors += schema_errors(item, extra, sub)
+            elif props is not None and not schema.get("x-kubernetes-preserve-unknown-fields"):
+                errors.append(f"{sub}: unknown field (not in the CRD)")
+        return errors
+    if kind == "array":
+        if not isinstance(value, list):
+            return [f"{where}: expected an array, got {type(value).__name__}"]
+        return [e for i, item in enumerate(value) for e in schema_errors(item, schema.get("items", {}), f"{path}.{i}")]
+    checks = {"string": lambda v: isinstance(v, str), "boolean": lambda v: isinstance(v, bool),
+              "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+              "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if kind in checks and not checks[kind](value):
+        return [f"{where}: expected {kind}, got {value!r}"]
+    if "enum" in schema and value not in schema["enum"]:
+        return [f"{where}: {value!r} is not one of {schema['enum']}"]
+    if kind == "string" and "pattern" in schema and not re.search(schema["pattern"], value):
+        return [f"{where}: {value!r} does not match {schema['pattern']}"]
+    if kind == "integer" and "minimum" in schema and value < schema["minimum"]:
+        return [f"{where}: {value} is below {schema['minimum']}"]
+    return []
+
+
+def test_rayjob_is_accepted_by_the_minimum_kuberay_crd():
+    errors = schema_errors(rayjob(), crd_schema(MIN_KUBERAY))
+    assert not errors, "\n".join(errors)
+
+
+def test_the_release_before_the_minimum_does_not_know_every_field():
+    """KubeRay 1.5.0 would prune authOptions silently, i.e. run without token auth."""
+    errors = schema_errors(rayjob(), crd_schema(PREVIOUS_KUBERAY))
+    assert errors == ["spec.rayClusterSpec.authOptions: unknown field (not in the CRD)"], errors
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda j: j["spec"].update(backofLimit=2), "spec.backofLimit: unknown field"),
+    (lambda j: j["spec"]["rayClusterSpec"]["authOptions"].update(mode="tokens"), "not one of"),
+    (lambda j: j["spec"].update(backoffLimit="2"), "spec.backoffLimit: expected integer"),
+    (lambda j: j["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+     .update(securityContex={}), "containers.0.securityContex: unknown field"),
+    (lambda j: j["spec"]["rayClusterSpec"]["workerGroupSpecs"][1]["template"]["spec"]["containers"][0]
+     ["resources"]["limits"].update(memory="lots"), "does not match"),
+    (lambda j: j["spec"]["rayClusterSpec"]["headGroupSpec"].pop("template"), "missing required field 'template'"),
+])
+def test_schema_check_has_teeth(mutate, expected):
     job = rayjob()
-    assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
-    assert DNS1123.match(job["metadata"]["name"])
-    spec = job["spec"]
-    assert set(spec) <= RAYJOB_SPEC, set(spec) - RAYJOB_SPEC
-    assert isinstance(spec["entrypoint"], str) and spec["entrypoint"].strip()
-    assert spec["shutdownAfterJobFinishes"] is True and isinstance(spec["ttlSecondsAfterFinished"], int)
-    assert spec["submissionMode"] in SUBMISSION_MODES
-    cluster = spec["rayClusterSpec"]
-    assert set(cluster) <= CLUSTER_SPEC, set(cluster) - CLUSTER_SPEC
-    assert set(cluster["autoscalerOptions"]) <= AUTOSCALER_OPTIONS
-    head = cluster["headGroupSpec"]
-    assert set(head) <= HEAD_SPEC, set(head) - HEAD_SPEC
-    assert containers(head)
-    for g in cluster["workerGroupSpecs"]:
-        assert set(g) <= WORKER_SPEC, set(g) - WORKER_SPEC
-        for field in ("groupName", "replicas", "minReplicas", "maxReplicas", "rayStartParams", "template"):
-            assert field in g, f"{g.get('groupName')}: missing {field}"
-        assert DNS1123.match(g["groupName"])
-        assert 0 <= g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
-        assert containers(g)
-    for name, g in groups().items():
-        # rayStartParams is map[string]string in the CRD: a bare number or bool is refused.
-        assert all(isinstance(v, str) for v in g["rayStartParams"].values()), name
+    mutate(job)
+    errors = schema_errors(job, crd_schema(MIN_KUBERAY))
+    assert any(expected in e for e in errors), errors
+
+
+def test_supported_versions_are_stated_truthfully():
+    spec = rayjob()["spec"]
+    assert tuple(int(x) for x in spec["rayClusterSpec"]["rayVersion"].split(".")) >= MIN_RAY_FOR_TOKEN_AUTH
+    for path in (MANIFEST, REPO / "README.md"):
+        text = path.read_text()
+        assert f"KubeRay ≥ {MIN_KUBERAY}" in text or f"KubeRay >= {MIN_KUBERAY}" in text, path.name
+        assert "KubeRay ≥ 1.1" not in text and "KubeRay >= 1.1" not in text, path.name
+
+
+def test_token_auth_is_on():
+    assert rayjob()["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
 
 
 def test_groups_match_cluster_yaml():
@@ -97,6 +164,9 @@ def test_groups_match_cluster_yaml():
     assert g["gpu-workers"]["maxReplicas"] == cluster_yaml["gpu_h100"]["max_workers"]
     assert g["cpu-workers"]["maxReplicas"] == cluster_yaml["cpu_worker"]["max_workers"]
     assert rayjob()["spec"]["rayClusterSpec"]["enableInTreeAutoscaling"] is True
+    for name, grp in g.items():
+        if name != "head":
+            assert 0 <= grp["minReplicas"] <= grp["replicas"] <= grp["maxReplicas"], name
 
 
 def test_every_container_has_requests_and_limits():
@@ -105,8 +175,6 @@ def test_every_container_has_requests_and_limits():
             res = c["resources"]
             for kind in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(res[kind]), f"{name}/{c['name']}: {kind}"
-                for key, qty in res[kind].items():
-                    assert QUANTITY.match(str(qty)), f"{name}: {key}={qty!r} is not a quantity"
             gpus = res["limits"].get("nvidia.com/gpu")
             assert res["requests"].get("nvidia.com/gpu") == gpus  # extended resources: equal or absent
             if name == "gpu-workers":
@@ -116,27 +184,37 @@ def test_every_container_has_requests_and_limits():
                 assert gpus is None, f"{name} must not hold GPUs"
 
 
-def test_images_match_installed_ray_and_the_dockerfile():
+def test_images_are_the_pinned_cluster_image():
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
     spec = rayjob()["spec"]["rayClusterSpec"]
     assert spec["rayVersion"] == ray.__version__
     images = {c["image"] for g in groups().values() for c in containers(g)}
     assert len(images) == 1
     (image,) = images
-    assert image.endswith(f":0.1.0-ray{ray.__version__}-{py}-gpu"), image
+    tag = f"s1ray:0.1.0-ray{ray.__version__}-{py}-gpu"
+    assert image == tag, image  # the README's sed puts the registry in front
+    cluster_image = yaml.safe_load((REPO / "cluster.yaml").read_text())["docker"]["image"]
+    assert cluster_image.endswith("/" + tag), "cluster.yaml and KubeRay must run the same image"
     text = DOCKERFILE.read_text()
-    base = re.search(r"^FROM (\S+)", text, re.M).group(1)
-    assert base == f"rayproject/ray:{ray.__version__}-{py}-gpu"
-    assert base == yaml.safe_load((REPO / "cluster.yaml").read_text())["docker"]["image"]
-    assert image.split("/")[-1] in text  # the build command in the Dockerfile makes this tag
+    assert re.search(r"^FROM (\S+)", text, re.M).group(1) == f"rayproject/ray:{ray.__version__}-{py}-gpu"
+    assert tag in text  # the build command in the Dockerfile makes this tag
     assert re.search(r"^WORKDIR /home/ray/s1ray$", text, re.M)
     for line in re.findall(r"^COPY (?:--\S+ )*(.+)$", text, re.M):
         for src in line.split()[:-1]:
             assert (REPO / src).exists(), f"Dockerfile copies {src}, which is not in the repository"
 
 
-def test_entrypoint_runs_a_real_job_with_a_valid_config():
-    argv = shlex.split(rayjob()["spec"]["entrypoint"])
+def entrypoint_command() -> list[str]:
+    """The s1ray command inside the entrypoint's `bash -o pipefail -c '... | tee ...'`."""
+    outer = shlex.split(rayjob()["spec"]["entrypoint"])
+    assert outer[:3] == ["bash", "-o", "pipefail"] and outer[3] == "-c", outer
+    inner = outer[4]
+    command = inner.split("&&", 1)[1].split("|", 1)[0]
+    return shlex.split(command)
+
+
+def test_entrypoint_runs_a_real_job_with_a_valid_config_in_shared_storage(monkeypatch):
+    argv = entrypoint_command()
     assert argv[0] == "python" and argv[1].startswith(IMAGE_ROOT)
     script = REPO / argv[1].removeprefix(IMAGE_ROOT)
     assert script.is_file(), f"{script} is not in the repository"
@@ -145,17 +223,51 @@ def test_entrypoint_runs_a_real_job_with_a_valid_config():
     config = REPO / argv[argv.index("--config") + 1].removeprefix(IMAGE_ROOT)
     assert config.is_file(), f"{config} is not in the repository"
     assert config.read_text().splitlines()[0].startswith(f"# s1ray {command} --config ")
-    overrides = [a for a in argv[argv.index("--config") + 2:] if "=" in a]
-    # The same validation the job does first: every key known, every type right.
-    cfg = load_config(cli._import(cli.COMMANDS[command][0]), config, overrides)
-    assert str(getattr(cfg, "output_dir", "/mnt/s1ray")).startswith("/mnt/s1ray/")  # shared storage
+    overrides = [a for a in argv[argv.index("--config") + 2:] if "=" in a and not a.startswith("2>")]
+    # The same validation the job does first, with the pods' environment: every key known, every
+    # type right, and the output in the shared storage at a fixed place, so a retry resumes there.
+    monkeypatch.setenv("S1RAY_STORAGE", "/mnt/s1ray")
+    cls = cli._import(cli.COMMANDS[command][0])
+    first = load_config(cls, config, overrides)
+    assert str(first.output_dir).startswith("/mnt/s1ray/runs/")
+    assert load_config(cls, config, overrides).output_dir == first.output_dir  # no timestamp: the same run
+    monkeypatch.setenv("S1RAY_STORAGE", "/elsewhere")
+    assert str(load_config(cls, config, overrides).output_dir).startswith("/elsewhere/runs/")
+
+
+def test_entrypoint_keeps_the_log_in_storage_and_the_exit_status(tmp_path):
+    """Run the entrypoint's shell with a stand-in `python`: its output lands in
+    $S1RAY_STORAGE/logs, and its failure is the job's failure (so backoffLimit retries it)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "python"
+    fake.write_text("#!/bin/sh\necho \"driver says $1\"\necho 'worker trace' >&2\nexit ${FAKE_RC:-0}\n")
+    fake.chmod(0o755)
+    storage = tmp_path / "storage"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "S1RAY_STORAGE": str(storage)}
+    entrypoint = rayjob()["spec"]["entrypoint"]
+    ok = subprocess.run(["sh", "-c", entrypoint], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    (log,) = (storage / "logs").iterdir()
+    assert log.read_text().splitlines() == ["driver says /home/ray/s1ray/jobs/curate.py", "worker trace"]
+    assert "driver says" in ok.stdout  # still on the job's stdout for `ray job logs`
+    failed = subprocess.run(["sh", "-c", entrypoint], env={**env, "FAKE_RC": "3"}, capture_output=True, text=True)
+    assert failed.returncode == 3
+    assert len(log.read_text().splitlines()) == 4  # appended: a retry's log follows the first attempt's
+
+
+def test_bounded_retries_that_resume():
+    spec = rayjob()["spec"]
+    assert 1 <= spec["backoffLimit"] <= 3  # retried, but a broken job does not loop forever
+    assert spec["activeDeadlineSeconds"] > 0 and spec["shutdownAfterJobFinishes"] is True
+    assert "jobId" not in spec  # KubeRay names each attempt; s1ray resumes by output folder
 
 
 def test_runtime_env_matches_jobs_runtime_env():
     inline = yaml.safe_load(rayjob()["spec"]["runtimeEnvYAML"])
     example = yaml.safe_load((REPO / "jobs" / "runtime_env.yaml").read_text())
     assert inline["env_vars"] == example["env_vars"]
-    assert "working_dir" not in inline  # the code is in the image
+    assert "working_dir" not in inline and "pip" not in inline  # the code and its pins are in the image
 
 
 def test_storage_and_secrets_come_from_refs_only():
@@ -171,22 +283,47 @@ def test_storage_and_secrets_come_from_refs_only():
                 if is_secret_key(var):
                     assert "value" not in entry and entry["valueFrom"]["secretKeyRef"]["name"], var
             assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        # Jobs run as uid 1000, the owner of the shared storage (not root, not world-writable storage).
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
 
 
-def test_nothing_is_exposed_outside_the_namespace():
+def test_least_privilege_service_accounts():
+    accounts = {sa["metadata"]["name"]: sa for sa in of_kind("ServiceAccount")}
+    g = groups()
+    assert g["head"]["template"]["spec"]["serviceAccountName"] == "s1ray-head"
+    for name in ("cpu-workers", "gpu-workers"):
+        pod = g[name]["template"]["spec"]
+        assert pod["serviceAccountName"] == "s1ray-worker" and pod["automountServiceAccountToken"] is False
+    assert set(accounts) == {"s1ray-head", "s1ray-worker"}
+    assert accounts["s1ray-worker"]["automountServiceAccountToken"] is False
+    for sa in accounts.values():
+        assert re.fullmatch(r"arn:aws:iam::\d{12}:role/[\w+=,.@-]+",
+                            sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"])
+
+
+def test_network_policy_admits_the_namespace_and_the_operator_to_the_dashboard_only():
     head = rayjob()["spec"]["rayClusterSpec"]["headGroupSpec"]
     assert head["serviceType"] == "ClusterIP" and head["enableIngress"] is False
     text = yaml.safe_dump_all(docs())  # values only: the comments may name what is NOT used
-    for word in ("LoadBalancer", "NodePort", "hostNetwork: true", "0.0.0.0/0"):
+    for word in ("LoadBalancer", "NodePort", "hostNetwork: true", "0.0.0.0/0", "ipBlock"):
         assert word not in text
-    (policy,) = [d for d in docs() if d["kind"] == "NetworkPolicy"]
+    (policy,) = of_kind("NetworkPolicy")
     assert policy["apiVersion"] == "networking.k8s.io/v1"
     selected = policy["spec"]["podSelector"]["matchLabels"]
     for name, g in groups().items():
         labels = g["template"]["metadata"]["labels"]
         assert selected.items() <= labels.items(), f"{name} pods are not covered by the NetworkPolicy"
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {}}]}]  # same namespace only
+    same_namespace, operator = policy["spec"]["ingress"]
+    assert same_namespace == {"from": [{"podSelector": {}}]}
+    (peer,) = operator["from"]
+    # One peer with BOTH selectors = the operator's pods in the operator's namespace (two peers
+    # would admit every pod of that namespace, or operator-labelled pods of any namespace).
+    assert set(peer) == {"namespaceSelector", "podSelector"}
+    assert set(peer["namespaceSelector"]["matchLabels"]) == {"kubernetes.io/metadata.name"}
+    assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "kuberay-operator"}
+    dashboard = {p["containerPort"] for p in containers(head)[0]["ports"] if p["name"] == "dashboard"}
+    assert operator["ports"] == [{"protocol": "TCP", "port": DASHBOARD_PORT}] and dashboard == {DASHBOARD_PORT}
 
 
 def test_no_credentials_in_manifest_or_dockerfile():
@@ -194,3 +331,13 @@ def test_no_credentials_in_manifest_or_dockerfile():
         text = path.read_text()
         for pattern in CREDENTIAL_PATTERNS:
             assert not re.search(pattern, text), f"{path.name}: credential-like text ({pattern})"
+
+
+def test_crd_snapshots_are_the_named_releases():
+    """The stored schemas are KubeRay's: the minimum has authOptions (mode enum) and backoffLimit."""
+    new, old = crd_schema(MIN_KUBERAY), crd_schema(PREVIOUS_KUBERAY)
+    spec = new["properties"]["spec"]["properties"]
+    auth = spec["rayClusterSpec"]["properties"]["authOptions"]["properties"]["mode"]
+    assert auth["enum"] == ["disabled", "token"] and spec["backoffLimit"]["type"] == "integer"
+    assert "authOptions" not in old["properties"]["spec"]["properties"]["rayClusterSpec"]["properties"]
+    assert os.path.getsize(CRD_DIR / f"ray.io_rayjobs-v{MIN_KUBERAY}.schema.json.gz") < 50_000
