@@ -69,6 +69,15 @@ class DedupConfig(StrictModel):
     threshold: float = 0.6
     math_aware: bool = True
     seed: int = 1
+    # Key words of the math key: "concepts" (synonym groups, s1ray.curate.text.KEY_CONCEPTS) or the
+    # first, smaller list ("basic"). Short questions (4..short_tokens tokens) are also paired when one
+    # token was substituted, inserted or deleted (0 = off). answer_guard: two questions whose reference
+    # answers both exist and differ are never merged. choices_aware: multiple-choice options are part
+    # of the question (same stem, other options = another question). See s1ray/curate/dedup.py.
+    key_words: Literal["concepts", "basic"] = "concepts"
+    short_tokens: int = Field(24, ge=0)
+    answer_guard: bool = True
+    choices_aware: bool = True
 
 
 class DecontamConfig(StrictModel):

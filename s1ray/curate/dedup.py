@@ -1,15 +1,26 @@
 """Exact and math-aware near-duplicate detection across sources.
 
-Per-row work (tokens, shingles, MinHash, the math key) runs in parallel over Ray Data
-batches; the global part (grouping ids, LSH banding, verifying candidates, picking the kept
-copy) runs once on compact numpy arrays, which is fast even for 59K+ rows.
+Per-row work (tokens, shingles, MinHash, one-edit keys, the math, options and answer keys)
+runs in parallel over Ray Data batches; the global part (grouping ids, LSH banding, confirming
+candidates, picking the kept copy) runs once on compact numpy arrays.
 
 * Exact duplicates share the record ``id`` (hash of :func:`s1ray.records.normalize_text`:
-  case, whitespace, LaTeX spacing are ignored; digits are kept).
-* Near duplicates: LSH over ``bands`` x (``num_perm``/``bands``) MinHash rows on
-  ``shingle_size``-token shingles proposes candidates; a candidate is confirmed when the
-  estimated Jaccard similarity is >= ``threshold`` and, with ``math_aware``, the two
-  questions have the same ordered numbers/formulas (:func:`s1ray.curate.text.math_key`).
+  case, whitespace, LaTeX spacing are ignored; digits are kept) and, with ``choices_aware``,
+  the same set of multiple-choice options.
+* Near-duplicate candidates come from two places: LSH over ``bands`` x (``num_perm``/``bands``)
+  MinHash rows on ``shingle_size``-token shingles (estimated Jaccard >= ``threshold``), and, for
+  questions of 4..``short_tokens`` tokens, one-edit keys (:func:`s1ray.curate.text.edit_keys`):
+  a short question with one word substituted, inserted or deleted shares a key with the original,
+  where its shingle Jaccard is far below any useful threshold.
+* Confirmation (:func:`confirm`) tells a rewording from a sibling exercise by the tokens that
+  differ: with ``math_aware``, both questions must hold the same ordered numbers, formulas and
+  key words, a key word counting as its concept (``largest``/``greatest`` are one concept,
+  ``long``/``short``, ``min``/``max``, ``kinetic energy``/``momentum`` are not:
+  :data:`s1ray.curate.text.KEY_CONCEPTS`); with ``choices_aware`` the same options; with
+  ``answer_guard`` no two different reference answers (normalized; a choice letter stands for
+  its option's text). The answer guard also holds across a group: members joined through a row
+  without an answer are split by answer, so two rows with different answers never end in one
+  group.
 * The kept copy of every group is deterministic: the first row passing the quality rules,
   in read order (sources in config order, rows in file order).
 
@@ -22,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -35,9 +47,11 @@ SCORE_COLUMNS = {
     "dup_similarity": "estimated Jaccard similarity to the kept copy (1.0 exact, 0.0 kept)",
 }
 
+EDIT_MIN_TOKENS = 4  # one edit in a question of 3 tokens or fewer is a different question
+
 
 def dedup_features(batch: pa.Table, cfg: CurateConfig) -> pa.Table:
-    """Per-batch features for the global dedup step: signature, math key, quality ok."""
+    """Per-batch features for the global dedup step: signature, keys, one-edit keys, quality ok."""
     d = cfg.dedup
     toks = text.Tokens(batch["question"].combine_chunks())
     sh, doc = text.shingles(toks, d.shingle_size)
@@ -47,45 +61,116 @@ def dedup_features(batch: pa.Table, cfg: CurateConfig) -> pa.Table:
         ok = quality_reason(batch, cfg.quality) == ""
     else:
         ok = np.ones(batch.num_rows, bool)
+    n = batch.num_rows
+    has_choices = "choices" in batch.column_names
+    choices = batch["choices"].combine_chunks() if has_choices else None
+    ckey = text.choices_keys(choices) if has_choices and d.choices_aware else np.zeros(n, np.uint64)
+    akey = (text.answer_keys(batch["answer"].combine_chunks(), choices) if "answer" in batch.column_names
+            else np.zeros(n, np.uint64))
+    if d.near and d.short_tokens:
+        keys, kdoc = text.edit_keys(toks, EDIT_MIN_TOKENS, d.short_tokens)
+        order = np.argsort(kdoc, kind="stable")
+        keys, kdoc = keys[order], kdoc[order]
+    else:
+        keys, kdoc = np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    offsets = np.r_[0, np.cumsum(np.bincount(kdoc, minlength=n))].astype(np.int32)
     return pa.table({
         "row_index": batch["row_index"],
         "id": batch["id"],
         "quality_ok": pa.array(ok),
         "n_shingles": pa.array(n_sh.astype(np.int32)),
-        "math_key": pa.array(text.math_key(toks)),
+        "math_key": pa.array(text.math_key(toks, d.key_words)),
+        "choices_key": pa.array(ckey),
+        "answer_key": pa.array(akey),
+        "edit_keys": pa.ListArray.from_arrays(pa.array(offsets), pa.array(keys, pa.uint64())),
         "sig": pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), d.num_perm),
     })
 
 
-def _band_pairs(sig: np.ndarray, bands: int) -> np.ndarray:
-    """Candidate pairs (head, member): rows sharing a band's bucket, linked to its first row.
+def _band_pairs(sig: np.ndarray, bands: int) -> tuple[np.ndarray, np.ndarray]:
+    """LSH bucket keys (one per row and band, the band mixed in) and their rows.
 
-    Buckets come from hashing (pandas.factorize, O(n)), not sorting; star links per band are
-    enough because connected components join the groups afterwards.
+    Rows sharing a key are candidates; buckets come from hashing (pandas.factorize, O(n)) in
+    :func:`_candidate_pairs`, not sorting.
     """
     n, p = sig.shape
     r = p // bands
-    idx = np.arange(n)
-    pairs = []
+    keys = []
     for b in range(bands):
         block = sig[:, b * r : (b + 1) * r].astype(np.uint64)
-        key = np.zeros(n, np.uint64)
+        key = np.full(n, np.uint64(b + 1))
         with np.errstate(over="ignore"):
             for c in range(r):
                 key = text.mix64(key * np.uint64(0x100000001B3) + block[:, c])
-        codes, uniques = pd.factorize(key)
-        if len(uniques) == n:
-            continue
-        first = np.full(len(uniques), n, np.int64)
-        first[codes[::-1]] = idx[::-1]  # first occurrence of each bucket
-        head = first[codes]
-        m = head != idx
-        pairs.append(np.stack([head[m], idx[m]], 1))
-    if not pairs:
+        keys.append(key)
+    if not keys:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    return np.concatenate(keys), np.tile(np.arange(n), len(keys))
+
+
+def _key_pairs(keys: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """Pairs (head, member) of rows sharing a key, each linked to the key's earliest row.
+
+    Star links are enough because connected components join the groups afterwards.
+    """
+    if not len(keys):
         return np.zeros((0, 2), np.int64)
-    allp = np.concatenate(pairs)
-    key = np.unique(allp[:, 0] * n + allp[:, 1])  # 1-D unique: much faster than axis=0
-    return np.stack([key // n, key % n], 1)
+    codes, uniques = pd.factorize(keys)
+    if len(uniques) == len(keys):
+        return np.zeros((0, 2), np.int64)
+    first = np.full(len(uniques), n, np.int64)
+    np.minimum.at(first, codes, rows)
+    head = first[codes]
+    m = head != rows
+    return np.stack([head[m], rows[m]], 1)
+
+
+def _candidate_pairs(keys: np.ndarray, rows: np.ndarray, n: int, f: dict[str, np.ndarray],
+                     cfg: DedupConfig) -> np.ndarray:
+    """Pairs of rows sharing a bucket key, with the equality tests of :func:`confirm` folded in.
+
+    A bucket is split by math key and options first, so a sibling exercise that happens to be a
+    bucket's first row never hides a rewording pair behind it. With the answer guard, rows with
+    the same answer are linked, and rows without an answer are linked to the bucket's first
+    answered row.
+    """
+    g = keys.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        if cfg.math_aware:
+            g = text.mix64(g ^ f["math_key"][rows])
+        if cfg.choices_aware:
+            g = text.mix64(g + f["choices_key"][rows])
+        if not cfg.answer_guard:
+            return _key_pairs(g, rows, n)
+        ak = f["answer_key"][rows]
+        same_answer = _key_pairs(text.mix64(g ^ ak), rows, n)
+    codes, uniques = pd.factorize(g)
+    first_answered = np.full(len(uniques), n, np.int64)
+    answered = ak != 0
+    np.minimum.at(first_answered, codes[answered], rows[answered])
+    lone = ~answered & (first_answered[codes] < n)
+    to_answered = np.stack([first_answered[codes[lone]], rows[lone]], 1)
+    return np.concatenate([same_answer, to_answered])
+
+
+def confirm(a: np.ndarray, b: np.ndarray, sim: np.ndarray, by_edit: np.ndarray, f: dict[str, np.ndarray],
+            cfg: DedupConfig) -> np.ndarray:
+    """Which candidate pairs (a[i], b[i]) are rewordings of one question, not sibling exercises.
+
+    A pair is close enough when its estimated Jaccard reaches ``threshold`` or it is one edit
+    apart (short questions). It is a rewording when the tokens that differ carry no content:
+    same ordered numbers, formulas and key-word concepts (``math_aware``), same options
+    (``choices_aware``), and not two different reference answers (``answer_guard``).
+    """
+    good = (sim >= cfg.threshold) | by_edit
+    if cfg.math_aware:
+        good &= f["math_key"][a] == f["math_key"][b]
+    if cfg.choices_aware:
+        good &= f["choices_key"][a] == f["choices_key"][b]
+    if cfg.answer_guard:
+        ka, kb = f["answer_key"][a], f["answer_key"][b]
+        good &= (ka == 0) | (kb == 0) | (ka == kb)
+    return good
 
 
 def find_duplicates(feats: pa.Table, cfg: DedupConfig) -> dict[str, np.ndarray]:
@@ -94,7 +179,12 @@ def find_duplicates(feats: pa.Table, cfg: DedupConfig) -> dict[str, np.ndarray]:
     n_total = int(row_index.max()) + 1 if len(row_index) else 0
     order = np.argsort(row_index)
     row_index = row_index[order]
+    names = feats.column_names
+    zeros = np.zeros(len(order), np.uint64)
+    f = {k: (feats[k].to_numpy()[order] if k in names else zeros) for k in ("math_key", "choices_key", "answer_key")}
     ids, _ = pd.factorize(np.asarray(feats["id"].to_numpy(zero_copy_only=False))[order])
+    if cfg.choices_aware:  # the same stem with other options is another question
+        ids, _ = pd.factorize(ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ f["choices_key"])
     ok = feats["quality_ok"].to_numpy(zero_copy_only=False)[order]
     n = len(row_index)
     # Rank: quality-passing rows first, then read order.
@@ -106,7 +196,7 @@ def find_duplicates(feats: pa.Table, cfg: DedupConfig) -> dict[str, np.ndarray]:
     dup_of = np.full(n, -1, np.int64)
     sim = np.zeros(n, np.float32)
 
-    # Exact: group by id, keep the best-ranked member.
+    # Exact: group by id (and options), keep the best-ranked member.
     by_id = np.lexsort((rank_of, ids))
     first = np.r_[True, ids[by_id][1:] != ids[by_id][:-1]]
     head = by_id[np.maximum.accumulate(np.where(first, np.arange(n), 0))]
@@ -117,25 +207,40 @@ def find_duplicates(feats: pa.Table, cfg: DedupConfig) -> dict[str, np.ndarray]:
 
     if cfg.near and n:
         sig_all = feats["sig"].combine_chunks().flatten().to_numpy().reshape(-1, cfg.num_perm)[order]
-        mkey = feats["math_key"].to_numpy()[order]
         n_sh = feats["n_shingles"].to_numpy()[order]
         cand = np.flatnonzero((kind == 0) & (n_sh > 0))
-        pairs = _band_pairs(sig_all[cand], cfg.bands)
+        bkeys, brows = _band_pairs(sig_all[cand], cfg.bands)
+        lsh = _candidate_pairs(bkeys, cand[brows], n, f, cfg)
+        edit = np.zeros((0, 2), np.int64)
+        if cfg.short_tokens and "edit_keys" in names:
+            ek = feats["edit_keys"].combine_chunks()
+            lens = pc.list_value_length(ek).to_numpy(zero_copy_only=False)
+            pos_of = np.empty(n, np.int64)
+            pos_of[order] = np.arange(n)  # feats row -> position in row_index order
+            rows = np.repeat(pos_of, lens)
+            keys = ek.flatten().to_numpy(zero_copy_only=False)
+            live = kind[rows] == 0
+            edit = _candidate_pairs(keys[live], rows[live], n, f, cfg)
+        pairs = np.concatenate([lsh, edit])
         if len(pairs):
-            a, b = cand[pairs[:, 0]], cand[pairs[:, 1]]
+            lo, hi = np.minimum(pairs[:, 0], pairs[:, 1]), np.maximum(pairs[:, 0], pairs[:, 1])
+            key = np.unique(lo * n + hi)  # 1-D unique: much faster than axis=0
+            edit_key = np.unique(np.minimum(edit[:, 0], edit[:, 1]) * n + np.maximum(edit[:, 0], edit[:, 1]))
+            by_edit = np.isin(key, edit_key, assume_unique=True)
+            a, b = key // n, key % n
             s = (sig_all[a] == sig_all[b]).mean(1)
-            good = s >= cfg.threshold
-            if cfg.math_aware:
-                good &= mkey[a] == mkey[b]
+            good = confirm(a, b, s, by_edit, f, cfg)
             a, b = a[good], b[good]
             if len(a):
                 g = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
                 _, comp = connected_components(g, directed=False)
+                member = np.zeros(n, bool)
+                member[a] = member[b] = True
+                if cfg.answer_guard:
+                    comp = _split_by_answer(comp, member, f["answer_key"], rank_of)
                 best = np.full(comp.max() + 1, n, np.int64)
                 np.minimum.at(best, comp, rank_of)
                 keeper = rank[best[comp]]  # position of each row's group keeper
-                member = np.zeros(n, bool)
-                member[a] = member[b] = True
                 near = member & (keeper != np.arange(n))
                 kind[near] = 2
                 dup_of[near] = row_index[keeper[near]]
@@ -146,6 +251,30 @@ def find_duplicates(feats: pa.Table, cfg: DedupConfig) -> dict[str, np.ndarray]:
     out_sim = np.zeros(n_total, np.float32)
     out_kind[row_index], out_of[row_index], out_sim[row_index] = kind, dup_of, sim
     return {"kind": out_kind, "dup_of": out_of, "sim": out_sim}
+
+
+def _split_by_answer(comp: np.ndarray, member: np.ndarray, akey: np.ndarray, rank_of: np.ndarray) -> np.ndarray:
+    """Split groups so that no group holds two different reference answers.
+
+    Rows with an answer form one group per (group, answer); rows without one join the group of
+    their group's best-ranked answered row (or stay together when none has an answer).
+    """
+    n = len(comp)
+    idx = np.flatnonzero(member)
+    c, k = comp[idx], akey[idx]
+    # best-ranked answered row per component -> its answer
+    answered = idx[k != 0]
+    lead = np.zeros(comp.max() + 1, np.uint64)
+    if len(answered):
+        o = answered[np.lexsort((rank_of[answered], comp[answered]))]
+        firsts = np.r_[True, comp[o][1:] != comp[o][:-1]]
+        lead[comp[o][firsts]] = akey[o][firsts]
+    k = np.where(k == 0, lead[c], k)
+    codes, _ = pd.factorize(text.mix64(c.astype(np.uint64)) ^ k)
+    out = np.arange(n, dtype=np.int64) + n  # non-members: singleton groups, disjoint from members
+    out[idx] = codes
+    _, out = np.unique(out, return_inverse=True)
+    return out
 
 
 _KINDS = np.array(["", "exact", "near"], dtype=object)

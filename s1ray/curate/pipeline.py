@@ -43,7 +43,7 @@ from s1ray.io.readers import SourceConfig, SourceError
 from s1ray.io.writers import write_jsonl, write_ordered
 from s1ray.records import SCHEMA
 
-CACHE_VERSION = "rules-v3"  # bump when a stage's scoring logic changes
+CACHE_VERSION = "rules-v4"  # bump when a stage's scoring logic changes
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from s1ray.curate.config import QualityConfig
+from s1ray.curate.text import count_words
 
 API_ERROR = (
     r"(?i)(\bapi ?error\b|error code: ?\d{3}|rate ?limit(ed| exceeded| reached)|ratelimiterror|"
@@ -52,7 +53,7 @@ REASONS = ("too_short", "missing_thinking", "missing_attempt", "missing_answer",
 
 SCORE_COLUMNS = {
     "q_chars": "characters in the question",
-    "q_words": "whitespace-separated words in the question",
+    "q_words": "words in the question (whitespace-separated; a Chinese/Japanese/Korean/Thai character is a word)",
     "has_thinking": "at least one non-empty thinking trace",
     "has_attempt": "non-empty teacher attempt",
     "has_answer": "non-empty reference answer",
@@ -112,7 +113,7 @@ def quality_columns(batch: pa.Table) -> pa.Table:
     q = batch["question"].combine_chunks()
     thinking = batch["thinking"].combine_chunks()
     attempt = batch["attempt"].combine_chunks()
-    words = pc.list_value_length(pc.utf8_split_whitespace(pc.fill_null(q, "")))
+    words = count_words(q)
     api = np.asarray(_any_trace(thinking, API_ERROR)) | _match(attempt, API_ERROR).to_numpy(zero_copy_only=False)
     figure = pc.and_(_match(q, FIGURE_REF), pc.invert(_match(q, FIGURE_PRESENT)))
     numbering = pc.or_(_match(q, NUMBERING_MARKER),

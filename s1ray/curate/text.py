@@ -17,10 +17,14 @@ U64 = np.uint64
 _M1, _M2 = U64(0xBF58476D1CE4E5B9), U64(0x94D049BB133111EB)
 _PRIME = U64(0x9E3779B97F4A7C15)
 
-# Numbers (with decimals) and single non-space, non-word characters become tokens of their own.
-# ASCII classes keep RE2 fast; any other character (accents, CJK) is a token of its own.
-_SPLIT_MATH = r"([0-9]+(?:\.[0-9]+)?|[^\sa-zA-Z0-9])"
-_NON_WORD = r"[^a-z0-9\x{80}-\x{10FFFF}]+"
+# Scripts written without spaces between words: each character is a token (a "word") of its own.
+SCRIPT_CHARS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}"
+CJK_CHAR = f"[{SCRIPT_CHARS}]"
+# Numbers (with decimals), characters of space-less scripts and single characters that are neither
+# letters nor digits (symbols, punctuation) become tokens of their own; runs of letters of any other
+# script are words. On ASCII text this is exactly "words, numbers and single symbols".
+_SPLIT_MATH = rf"([0-9]+(?:\.[0-9]+)?|{CJK_CHAR}|[^\s\p{{L}}\p{{M}}0-9])"
+_NON_WORD = r"[^\p{L}\p{M}\p{N}]+"
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
@@ -62,14 +66,17 @@ class Tokens:
     """The tokens of a batch of texts as one flat array with per-document offsets."""
 
     def __init__(self, texts: pa.Array, words_only: bool = False, whitespace: bool = False):
-        """``words_only``: lowercase alphanumeric runs; ``whitespace``: lowercase text split on
-        whitespace only, punctuation kept in the words (s1's decontamination); neither: words,
-        numbers and single symbols, case kept."""
+        """``words_only``: lowercase runs of letters and digits (any script); ``whitespace``:
+        lowercase text split on whitespace only, punctuation kept in the words (s1's
+        decontamination); neither: words, numbers and single symbols, case kept. In both
+        non-whitespace modes every character of a space-less script (Chinese, Japanese, Korean,
+        Thai, ...) is a token, so those languages get n-grams and shingles too."""
         texts = pc.fill_null(texts, "")
         if whitespace:
             spaced = pc.utf8_lower(texts)
         elif words_only:
             spaced = pc.replace_substring_regex(pc.utf8_lower(texts), _NON_WORD, " ")
+            spaced = pc.replace_substring_regex(spaced, f"({CJK_CHAR})", r" \1 ")
         else:  # case is kept in the vocabulary (ALL-CAPS words are content) but not in hashes
             spaced = pc.replace_substring_regex(texts, _SPLIT_MATH, r" \1 ")
         lists = pc.utf8_split_whitespace(spaced)
@@ -159,20 +166,31 @@ def minhash(shingle_hash: np.ndarray, doc: np.ndarray, n_docs: int, num_perm: in
         for p in range(num_perm):
             v = ((shingle_hash * a[p] + b[p]) >> U64(32)).astype(np.uint32)
             sig[p, docs] = np.minimum.reduceat(v, starts)
-    sig = np.ascontiguousarray(sig.T)
-    return sig
-    starts = np.flatnonzero(np.r_[True, doc[1:] != doc[:-1]])
-    docs = doc[starts]
-    x = shingle_hash[:, None]
-    for lo in range(0, num_perm, 16):
-        with np.errstate(over="ignore"):
-            v = ((x * a[None, lo : lo + 16] + b[None, lo : lo + 16]) >> U64(32)).astype(np.uint32)
-        sig[docs, lo : lo + 16] = np.minimum.reduceat(v, starts, axis=0)
-    return sig
+    return np.ascontiguousarray(sig.T)
+
+
+def count_words(texts: pa.Array) -> pa.Array:
+    """Words per text: whitespace-separated words, where each character of a space-less script
+    (Chinese, Japanese, Korean, Thai, ...) counts as a word and punctuation after one (or CJK
+    punctuation anywhere) does not.
+
+    On text without such characters this is the whitespace word count (leading and trailing
+    whitespace is not a word).
+    """
+    texts = pc.fill_null(texts, "")
+    n_chars = pc.count_substring_regex(texts, CJK_CHAR)
+    rest = pc.utf8_trim_whitespace(pc.replace_substring_regex(texts, rf"{CJK_CHAR}[\p{{P}}]*|{_CJK_PUNCT}", " "))
+    words = pc.if_else(pc.equal(pc.utf8_length(rest), 0), 0, pc.list_value_length(pc.utf8_split_whitespace(rest)))
+    return pc.add(words, n_chars)
+
+
+# CJK and full-width punctuation (、。「」，？！：；...): separators, not words.
+_CJK_PUNCT = r"[\x{3000}-\x{303F}\x{FF01}-\x{FF0F}\x{FF1A}-\x{FF20}\x{FF3B}-\x{FF40}\x{FF5B}-\x{FF65}]"
 
 
 # Words that carry the content of a math question as much as its numbers do: number words,
-# ordinals and the relations/objects a one-word edit flips ("odd" vs "even functions").
+# ordinals and the relations/objects a one-word edit flips ("odd" vs "even functions"). The
+# first (``key_words: basic``) list; :data:`KEY_CONCEPTS` extends it.
 CONTENT_WORDS = (
     "zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|"
     "sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|"
@@ -187,15 +205,122 @@ CONTENT_WORDS = (
     "hundredth|thousandth|hundredths|tenths|mass|atomic|bisector|altitude|median|tangent|chord"
 )
 
+# Key concepts (``key_words: concepts``, the default): words in one group are interchangeable
+# (a rewording may swap them), words of different groups are not (swapping them makes a sibling
+# exercise: min/max, long/short, kinetic energy/momentum, opposite/adjacent, boys/girls, who/how
+# much). A plural "s" is stripped when only the singular is listed. Every word of
+# :data:`CONTENT_WORDS` is a concept of its own unless grouped here.
+KEY_CONCEPTS = (
+    # extremes and comparisons
+    "maximum|max|maximal|maximize|maximise|maximum|largest|greatest|biggest|highest|most",
+    "minimum|min|minimal|minimize|minimise|smallest|least|lowest|fewest",
+    "larger|bigger|greater|more|additional|extra", "smaller|less|fewer|lesser", "higher", "lower",
+    "big|large|huge", "small|little|tiny", "long|longer|longest", "short|shorter|shortest",
+    "tall|taller|tallest", "heavy|heavier|heaviest", "light|lighter|lightest", "fast|faster|fastest|quick|quicker",
+    "slow|slower|slowest", "early|earlier|earliest", "late|later|latest", "old|older|oldest",
+    "young|younger|youngest", "wide|wider|widest", "narrow|narrower", "thick|thicker", "thin|thinner",
+    "deep|deeper", "hot|hotter", "cold|colder", "warm|warmer", "cheap|cheaper|cheapest", "expensive",
+    "increase|increased|increasing|rise|rose|grow|grew|gain|gained",
+    "decrease|decreased|decreasing|fall|fell|drop|dropped|lose|lost|loss",
+    "total|overall|altogether|combined", "each|every|per|apiece",
+    # operations, relations, logic
+    "add|plus", "subtract|minus", "multiply|times", "divide|divided", "or", "without", "except",
+    "not|no|none|neither|nor|cannot", "all", "some", "both", "either", "only", "possible", "impossible",
+    "likely", "unlikely", "correct", "incorrect|wrong", "related", "unrelated", "dependent", "independent",
+    "direct|directly", "inverse|inversely", "equal|equals|same", "different|unequal",
+    # where, when, who, why: a question about a person/place/time/reason is another question
+    "who|whom|whose", "where", "when", "why",
+    # positions and directions
+    "before", "after", "above|over", "below|under|beneath", "front", "behind|back", "within", "between",
+    "north", "south", "east", "west", "anticlockwise|counterclockwise",
+    # geometry, algebra, statistics
+    "opposite", "adjacent", "hypotenuse", "sin|sine", "cos|cosine", "tan|tangent", "cot|cotangent",
+    "secant", "csc|cosecant", "mean|average", "variance", "deviation", "probability", "expected",
+    "height", "width", "length", "depth", "angle", "side", "edge", "vertex|vertices", "face", "diagonal",
+    "square", "cube", "cubic", "circle", "triangle", "rectangle", "polygon", "sphere", "cylinder", "cone",
+    "domain", "derivative", "integral", "limit", "slope", "intercept", "root", "factor", "multiple",
+    "divisor", "remainder", "numerator", "denominator", "digit", "natural", "whole", "decimal", "fraction",
+    "percent|percentage", "ratio", "rate", "interest", "simple", "compound", "profit", "cost", "price",
+    "revenue", "discount", "tax", "salary|wage|wages",
+    # physics and chemistry quantities
+    "kinetic", "potential", "energy", "momentum", "velocity", "speed", "acceleration", "force", "power",
+    "work", "pressure", "weight", "density", "charge", "current", "voltage", "resistance", "frequency",
+    "wavelength", "period", "amplitude", "temperature", "heat", "displacement", "distance", "torque",
+    "impulse", "friction", "tension", "elastic", "inelastic", "electric", "magnetic", "gravitational",
+    "entropy", "enthalpy", "acid|acidic", "base|basic", "oxidation", "reduction", "molar", "molecular",
+    # units (how many minutes vs how many hours)
+    "second|seconds", "minute", "hour|hr", "day", "week", "month", "year", "meter|metre", "centimeter|cm",
+    "millimeter|mm", "kilometer|km", "mile", "foot|feet|ft", "inch|inches", "yard", "gram", "kilogram|kg",
+    "pound|lb", "ounce|oz", "liter|litre", "milliliter|ml", "gallon", "dollar", "cent", "euro",
+    # actors and objects a sibling swaps
+    "buy|bought|purchase|purchased", "sell|sold", "give|gave", "receive|received", "spend|spent",
+    "save|saved", "borrow|borrowed", "lend|lent", "pay|paid", "win|won", "boy", "girl", "man|men", "woman|women",
+    "male", "female", "adult", "child|children|kid", "student", "teacher", "red", "blue", "green", "yellow",
+    "white", "black", "orange", "purple", "head", "tail",
+    # Chinese: numerals, and characters whose swap flips the question
+    "零|〇", "一", "二|两", "三", "四", "五", "六", "七", "八", "九", "十", "百", "千", "万", "亿", "半", "倍",
+    "大", "小", "多", "少", "长", "短", "高", "低", "快", "慢", "前", "后", "左", "右", "上", "下",
+    "加", "减", "乘", "除", "增", "降", "最", "买", "卖", "男", "女", "奇", "偶", "红", "蓝", "白", "黑",
+    "和", "差", "积", "商", "周", "面", "体", "每", "共",
+)
 
-def math_key(tokens: Tokens) -> np.ndarray:
+
+def _lexicon(key_words: str) -> tuple[pa.Array, np.ndarray]:
+    """(words, concept hash per word) for ``key_words`` = ``concepts`` or ``basic``."""
+    cached = _LEXICONS.get(key_words)
+    if cached is not None:
+        return cached
+    groups = [w for w in CONTENT_WORDS.split("|")]
+    groups = [[w] for w in dict.fromkeys(groups)]
+    if key_words == "concepts":
+        grouped = [g.split("|") for g in KEY_CONCEPTS]
+        seen = {w for g in grouped for w in g}
+        groups = grouped + [g for g in groups if g[0] not in seen]
+    elif key_words != "basic":
+        raise ValueError(f"key_words must be 'concepts' or 'basic', not {key_words!r}")
+    words, concept = [], []
+    for g in groups:
+        h = hash_strings(["\x00concept:" + g[0]])[0]
+        for w in g:
+            if w not in words:
+                words.append(w)
+                concept.append(h)
+    out = (pa.array(words, pa.string()), np.array(concept, dtype=U64))
+    _LEXICONS[key_words] = out
+    return out
+
+
+_LEXICONS: dict[str, tuple[pa.Array, np.ndarray]] = {}
+
+
+def _vocab_concepts(vocab: pa.Array, key_words: str) -> np.ndarray:
+    """Per vocabulary entry: its concept hash (0 = not a key word); a plural 's' may be stripped."""
+    words, concept = _lexicon(key_words)
+    lower = pc.utf8_lower(vocab)
+    out = np.zeros(len(vocab), U64)
+    pos = pc.index_in(lower, value_set=words).to_numpy(zero_copy_only=False)
+    hit = ~np.isnan(pos.astype(float))
+    out[hit] = concept[pos[hit].astype(np.int64)]
+    if key_words == "concepts":
+        stem = pc.utf8_slice_codeunits(lower, 0, -1)
+        plural = pc.and_(pc.ends_with(lower, "s"), pc.greater(pc.utf8_length(lower), 3)).to_numpy(zero_copy_only=False)
+        pos2 = pc.index_in(stem, value_set=words).to_numpy(zero_copy_only=False)
+        hit2 = ~hit & plural & ~np.isnan(pos2.astype(float))
+        out[hit2] = concept[pos2[hit2].astype(np.int64)]
+    return out
+
+
+def math_key(tokens: Tokens, key_words: str = "concepts") -> np.ndarray:
     """Per-document hash of the ordered content tokens (0 when there are none).
 
     Content tokens: numbers, math symbols, LaTeX command names (the word after a backslash),
-    everything between ``$`` signs, number words and ordinals, math relation words
-    (:data:`CONTENT_WORDS`) and ALL-CAPS words ("arrange the letters of ELLIPSE"). Rewording
-    a sentence leaves the key unchanged; changing a number, an operator or one of these words
-    changes it.
+    everything between ``$`` signs, key words (number words, ordinals, relations, quantities,
+    units, interrogatives: :data:`KEY_CONCEPTS`, or only :data:`CONTENT_WORDS` with
+    ``key_words="basic"``) and ALL-CAPS words ("arrange the letters of ELLIPSE"). A key word
+    counts as its concept, so swapping synonyms ("largest"/"greatest") keeps the key while
+    flipping a word ("long"/"short") or changing a number or an operator changes it: this is
+    the differing-token test that tells a rewording from a sibling exercise. Numbers and
+    formulas count in order, key words as a multiset (a rewording may move "in total").
     """
     n_docs = tokens.n_docs
     if len(tokens.hashes) == 0:
@@ -204,18 +329,138 @@ def math_key(tokens: Tokens) -> np.ndarray:
     is_sym = tokens.vocab_match(r"^[^a-zA-Z0-9\s.,;:?!'\"`$\x{80}-\x{10FFFF}]$")
     is_dollar = tokens.vocab_match(r"^\$$")
     is_backslash = tokens.vocab_match(r"^\\$")
-    is_word = tokens.vocab_match(f"^(?i:{CONTENT_WORDS})$") | tokens.vocab_match(r"^[A-Z]{2,}$")
+    vconcept = _vocab_concepts(tokens.vocab_arr, key_words)
+    concept = vconcept[tokens.codes]
+    is_word = (concept != 0) | tokens.vocab_match(r"^[A-Z]{2,}$")
     starts = tokens.offsets[:-1]
     doc = tokens.doc_of()
     cum = np.cumsum(is_dollar)
     before = np.r_[0, cum][starts][doc]  # dollars before each document
     in_math = ((cum - before) % 2 == 1) & ~is_dollar
     after_bs = np.r_[False, is_backslash[:-1]] & (np.arange(len(doc)) > starts[doc])
-    mask = is_num | is_sym | in_math | after_bs | is_word
-    rank = np.cumsum(mask) - 1
-    rank = rank - np.r_[0, np.cumsum(mask)][starts][doc]
+    literal = is_num | is_sym | in_math | after_bs | (is_word & (concept == 0))
+    key_word = ~literal & is_word
+    rank = np.cumsum(literal) - 1
+    rank = rank - np.r_[0, np.cumsum(literal)][starts][doc]
     with np.errstate(over="ignore"):
-        contrib = mix64(tokens.hashes ^ mix64(rank.astype(U64) + U64(1))) * mask.astype(U64)
+        # Numbers and formulas count in order; key words as a multiset (a rewording may move them).
+        contrib = (mix64(tokens.hashes ^ mix64(rank.astype(U64) + U64(1))) * literal.astype(U64)
+                   + mix64(concept ^ U64(0x6A09E667F3BCC909)) * key_word.astype(U64))
     out = np.zeros(n_docs, U64)
     np.add.at(out, doc, contrib)
     return out
+
+
+def edit_keys(tokens: Tokens, min_tokens: int, max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    """One-edit neighbourhood keys of short documents: (keys, document index).
+
+    A document of ``min_tokens``..``max_tokens`` tokens gets the hash of its whole token
+    sequence and, for every position, the hash of the sequence without that token (SymSpell's
+    deletion neighbourhood). Two documents that differ by one substituted, inserted or deleted
+    token share a key, however short they are, where a 3-token-shingle Jaccard of a 10-word
+    question with one word changed is only ~0.45. Case is ignored (token hashes are lowercase).
+    """
+    counts = tokens.counts()
+    sel_doc = (counts >= max(min_tokens, 1)) & (counts <= max_tokens)
+    if not sel_doc.any() or len(tokens.hashes) == 0:
+        return np.zeros(0, U64), np.zeros(0, np.int64)
+    doc = tokens.doc_of()
+    pick = sel_doc[doc]
+    d = doc[pick]
+    h = tokens.hashes[pick]
+    pos = (np.arange(len(doc)) - tokens.offsets[:-1][doc])[pick].astype(U64)
+    with np.errstate(over="ignore"):
+        at = mix64(h ^ mix64(pos + U64(1)))  # token at its own position
+        shifted = mix64(h ^ mix64(pos))  # token one position earlier (after a deletion before it)
+        starts = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
+        lens = np.diff(np.r_[starts, len(d)])
+        cum_at = np.cumsum(at, dtype=U64)
+        cum_sh = np.cumsum(shifted, dtype=U64)
+        base_at = np.repeat(np.r_[U64(0), cum_at][starts], lens)
+        end_sh = np.repeat(cum_sh[starts + lens - 1], lens)
+        # without token i: tokens before i at their positions + tokens after i moved one back
+        before = cum_at - at - base_at
+        after = end_sh - cum_sh
+        deleted = mix64(before + after + U64(0xD1B54A32D192ED03))
+        whole = mix64(np.add.reduceat(at, starts, dtype=U64) + U64(0xD1B54A32D192ED03))
+    keys = np.concatenate([deleted, whole])
+    docs = np.concatenate([d, d[starts]])
+    return keys, docs
+
+
+# --- reference answers and options, for the dedup guards --------------------------------------
+
+_ANSWER_DROP = (r"\\boxed|\\text|\\textbf|\\mathrm|\\mathbf|\\left|\\right|\\displaystyle|\\[,;:! ]|"
+                r"\\quad|\$|\s+|\^\\circ|°")
+
+
+def normalize_answers(answers: pa.Array) -> pa.Array:
+    """Reference answers in a comparable form: case, spaces, ``$``, ``\\boxed``/``\\text`` wrappers,
+    thousands separators, ``\\frac{a}{b}`` vs ``a/b``, trailing zeros and a final period ignored."""
+    a = pc.utf8_lower(pc.utf8_trim_whitespace(pc.fill_null(answers, "")))
+    a = pc.replace_substring_regex(a, r"\\[dt]frac", r"\\frac")
+    a = pc.replace_substring_regex(a, _ANSWER_DROP, "")
+    a = pc.replace_substring_regex(a, r"\\frac\{([^{}]*)\}\{([^{}]*)\}", r"\1/\2")
+    a = pc.replace_substring_regex(a, r"\\frac([0-9])([0-9])", r"\1/\2")
+    a = pc.replace_substring_regex(a, r"[{}]", "")
+    a = pc.replace_substring_regex(a, r"([0-9]),([0-9]{3})", r"\1\2")
+    a = pc.replace_substring_regex(a, r"([0-9]),([0-9]{3})", r"\1\2")  # 1,000,000: overlapping groups
+    a = pc.replace_substring_regex(a, r"\.+$", "")
+    a = pc.replace_substring_regex(a, r"^(-?[0-9]+)\.0+$", r"\1")
+    return pc.replace_substring_regex(a, r"^(-?[0-9]*\.[0-9]*?)0+$", r"\1")
+
+
+def _text_keys(values: pa.Array) -> np.ndarray:
+    """Stable hashes of normalized texts, 0 for empty ones."""
+    norm = pc.utf8_trim_whitespace(pc.replace_substring_regex(pc.utf8_lower(pc.fill_null(values, "")), r"\s+", " "))
+    h = hash_strings(norm) | U64(1)
+    empty = pc.equal(pc.utf8_length(norm), 0).to_numpy(zero_copy_only=False)
+    h[empty] = 0
+    return h
+
+
+def choices_keys(choices: pa.Array) -> np.ndarray:
+    """Per row, an order-free hash of the normalized options (0 without options)."""
+    if isinstance(choices, pa.ChunkedArray):
+        choices = choices.combine_chunks()
+    n = len(choices)
+    out = np.zeros(n, U64)
+    flat = choices.flatten()
+    if n == 0 or len(flat) == 0:
+        return out
+    parent = pc.list_parent_indices(choices).to_numpy()
+    with np.errstate(over="ignore"):
+        np.add.at(out, parent, mix64(_text_keys(flat) + U64(0x9E37)))
+    return out
+
+
+def answer_keys(answers: pa.Array, choices: pa.Array | None = None) -> np.ndarray:
+    """Per row, a hash of the normalized reference answer (0 without one).
+
+    A multiple-choice answer given as a letter stands for its option's text, so the same
+    question with its options in another order has the same answer key.
+    """
+    if isinstance(answers, pa.ChunkedArray):
+        answers = answers.combine_chunks()
+    vals = answers
+    if choices is not None:
+        if isinstance(choices, pa.ChunkedArray):
+            choices = choices.combine_chunks()
+        letters = pc.utf8_upper(pc.utf8_trim(pc.fill_null(answers, ""), "() .:"))
+        is_letter = pc.match_substring_regex(letters, r"^[A-Z]$").to_numpy(zero_copy_only=False)
+        n_opt = pc.fill_null(pc.list_value_length(choices), 0).to_numpy(zero_copy_only=False)
+        idx = np.full(len(answers), -1)
+        rows = np.flatnonzero(is_letter)
+        if len(rows):
+            idx[rows] = [ord(c) - 65 for c in pc.take(letters, pa.array(rows)).to_pylist()]
+        ok = (idx >= 0) & (idx < n_opt)
+        if ok.any():
+            py = vals.to_pylist()
+            ch = choices.to_pylist()
+            for r in np.flatnonzero(ok):
+                py[r] = ch[r][idx[r]]
+            vals = pa.array(py, pa.string())
+    h = hash_strings(normalize_answers(vals)) | U64(1)
+    empty = pc.equal(pc.utf8_length(normalize_answers(vals)), 0).to_numpy(zero_copy_only=False)
+    h[empty] = 0
+    return h

@@ -107,3 +107,23 @@ def test_templated_siblings_are_not_copies_of_each_other():
     t = to_table(recs).append_column("row_index", pa.array(range(len(recs)), pa.int64()))
     labels = list(find_contamination(decontam_features(t, index, cfg), index, cfg, t.num_rows)["labels"])
     assert labels == ["", "", "gym_eval", "gym_eval"]
+
+
+ZH_EVAL = {"zh_gsm": ["学校买了5箱粉笔，每箱有24盒，用了38盒，还剩多少盒？",
+                      "一辆汽车每小时行驶60千米，从甲地到乙地用了3小时。甲乙两地相距多少千米？"]}
+
+
+def test_chinese_copy_of_an_eval_question_is_caught():
+    cfg = DecontamConfig()
+    index = build_index(ZH_EVAL, cfg)
+    pool = ["请回答：学校买了5箱粉笔，每箱有24盒，用了38盒，那么还剩多少盒？",  # reworded copy
+            "一辆汽车每小时行驶60千米，从甲地到乙地用了3小时。甲乙两地相距多少千米？",  # verbatim
+            "小明有15个苹果，他给了小红6个，又买了8个。小明现在有多少个苹果？"]  # clean
+    t = _table(pool)
+    found = find_contamination(decontam_features(t, index, cfg), index, cfg, t.num_rows)
+    assert list(found["labels"]) == ["zh_gsm", "zh_gsm", ""]
+    assert found["ngrams"][0] >= 5  # caught by n-grams, not only by the exact match
+    # s1's rule splits on whitespace: a Chinese sentence is one "word" and has no 8-gram.
+    s1 = DecontamConfig(rule="s1")
+    index_s1 = build_index(ZH_EVAL, s1)
+    assert list(find_contamination(decontam_features(t, index_s1, s1), index_s1, s1, t.num_rows)["labels"]) == ["", "", ""]

@@ -84,3 +84,24 @@ def test_first_reason_wins():
     b = _batch({"question": "p1. [asy] x", "thinking": ["API error"]})
     assert _reasons(b, min_words=4, require=["thinking", "answer"]) == ["too_short"]
     assert _reasons(b, min_words=1, require=["thinking", "answer"]) == ["missing_answer"]
+
+
+ZH = ["小明有15个苹果，他给了小红6个，又买了8个。小明现在有多少个苹果？",
+      "学校买了5箱粉笔，每箱有24盒，用了38盒，还剩多少盒？",
+      "一辆汽车每小时行驶60千米，3小时行驶多少千米？"]
+
+
+def test_chinese_questions_pass_the_length_rule():
+    b = _batch(*({"question": q, **ANSWER} for q in ZH), {"question": "计算1+1", **ANSWER})
+    words = b["q_words"].to_pylist()
+    # Every Han character is a word, numbers are words, full-width punctuation is not.
+    assert words[0] == 26 + 3 and words[1] == 19 + 3  # Han characters + numbers
+    assert _reasons(b) == ["", "", "", ""]
+    assert _reasons(b, min_words=5) == ["", "", "", "too_short"]
+
+
+def test_word_counts_of_spaced_text_are_unchanged():
+    b = _batch({"question": "  Compute   $2+2$ now.  ", **ANSWER}, {"question": "Größe: café au lait?", **ANSWER},
+               {"question": "학교에 학생이 30명 있습니다.", **ANSWER})
+    assert b["q_words"].to_pylist()[:2] == [3, 4]
+    assert b["q_words"].to_pylist()[2] == 11 + 1  # Hangul syllables count one each (+ the number), the period not
