@@ -22,6 +22,9 @@ def init_ray(cfg: RayConfig | None = None) -> None:
     cfg = cfg or RayConfig()
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     runtime_env = _driver_runtime_env()
+    from s1ray.resources import record_cluster
+
+    record_cluster(started_locally=not address, autoscaling=cfg.autoscaling)
     from s1ray.logs import after_ray_init, ray_init_kwargs  # quiet unless --verbose (s1ray/logs.py)
 
     if address:
@@ -48,10 +51,3 @@ def _driver_runtime_env() -> dict:
     taken = ((job.get("runtime_env") or {}).get("env_vars")) or {}
     env_vars = {k: v for k, v in env_vars.items() if k not in taken}
     return {"env_vars": env_vars} if env_vars else {}
-
-
-def cluster_cpus() -> float:
-    """CPUs the cluster has in total (after ``init_ray``)."""
-    import ray
-
-    return float(ray.cluster_resources().get("CPU", 1.0))

@@ -39,6 +39,9 @@ class RayConfig(StrictModel):
     address: str | None = None
     num_cpus: int | None = None  # only for a local cluster
     include_dashboard: bool = False
+    # Can the cluster add nodes? None: a local Ray cannot; a joined one can when its autoscaler
+    # (v2) says so or $S1RAY_AUTOSCALING=1. Fixed clusters get actor pools shrunk to fit.
+    autoscaling: bool | None = None
 
 
 def _split_override(item: str) -> tuple[list[str], Any]:

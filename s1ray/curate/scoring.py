@@ -13,7 +13,6 @@ one pool at ``num_cpus=1`` per actor x 2 actors would starve the read tasks and 
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import numpy as np
@@ -36,7 +35,7 @@ LIGHT_CPUS = 0.25  # cheap per-batch column arithmetic between the model stages
 class PoolConfig(StrictModel):
     """Actor pool of the embedding and tokenizer stages (model stages use their generation config)."""
 
-    concurrency: int = 1
+    concurrency: int | tuple[int, int] = 1  # actors, or [min, max]
     num_cpus: float = 0.5
     batch_size: int = 256
 
@@ -71,18 +70,6 @@ def _stages(cfg: ScoringConfig) -> list[tuple[str, Any, dict[str, Any], Any]]:
                            {"solver": solver, "judge": d.judge, "judge_mode": d.judge_mode,
                             "keep_responses": d.keep_responses}, solver.generation))
     return stages
-
-
-def fitted_cpus(requested: list[tuple[float, int]], total: float, reserve: float = 1.0) -> list[float]:
-    """Per-actor CPUs so that every pool's actors fit in ``total - reserve`` CPUs together.
-
-    ``reserve`` must fit the largest upstream task: read and map tasks ask for 1 CPU by default,
-    and with less than that free they wait forever behind the actors (a silent hang)."""
-    need = sum(c * n for c, n in requested)
-    if need <= total - reserve:
-        return [c for c, _ in requested]
-    scale = max(total - reserve, 0.05 * len(requested)) / need
-    return [max(0.01, math.floor(c * scale * 1000) / 1000) for c, _ in requested]
 
 
 # Types of every column the stages add, so blocks always agree (an all-null block would
@@ -417,30 +404,22 @@ def score_dataset(ds: Any, cfg: ScoringConfig, skip_column: str | None = None) -
 
     Rows where ``skip_column`` is true are passed through unscored (their score columns null).
     """
-    import ray
+    from s1ray.resources import Resources, fit_here, map_pool
 
     stages = _stages(cfg)
-    total = float(ray.cluster_resources().get("CPU", 1.0)) if ray.is_initialized() else 2.0
     judge = cfg.difficulty.judge if cfg.difficulty.enabled else None
-    requested = [(p.num_cpus, p.concurrency) for _, _, _, p in stages]
-    # A solver on Ray Data LLM runs its judge as a pool of its own: it must fit too.
-    judged = [k for k, (name, _, _, p) in enumerate(stages) if name.startswith("solver:") and judge is not None
-              and _on_llm(p)]
-    fitted = fitted_cpus(requested + [(judge.num_cpus, judge.concurrency) for _ in judged], total)
-    cpus, judge_cpus = fitted[:len(stages)], dict(zip(judged, fitted[len(stages):]))
-    for k, ((name, cls, kwargs, pool), ncpu) in enumerate(zip(stages, cpus)):
-        if ncpu < pool.num_cpus:
-            log.warning("scoring stage %s: num_cpus %.2f -> %.2f per actor so all pools fit on %.0f CPUs",
-                        name, pool.num_cpus, ncpu, total)
+    pools = {name: Resources.of(p) for name, _, _, p in stages}
+    # A solver on Ray Data LLM runs its judge as a pool of its own: it is declared (and fitted) too.
+    judged = {name for name, _, _, p in stages if name.startswith("solver:") and judge is not None and _on_llm(p)}
+    pools.update({f"{name} judge": Resources.of(judge) for name in judged})
+    fitted = fit_here(pools)
+    for name, cls, kwargs, pool in stages:
         if _on_llm(pool):
-            ds = _llm_stage(ds, name, cfg, kwargs, skip_column, ncpu, judge_cpus.get(k))
+            judge_cpus = fitted[f"{name} judge"].num_cpus if name in judged else None
+            ds = _llm_stage(ds, name, cfg, kwargs, skip_column, fitted[name].num_cpus, judge_cpus)
             continue
-        resources: dict[str, Any] = {"num_cpus": ncpu}
-        if getattr(pool, "num_gpus", 0):
-            resources["num_gpus"] = pool.num_gpus
-        ds = ds.map_batches(ArrowStage, fn_constructor_kwargs={"fn": cls, "kwargs": kwargs, "skip_column": skip_column},
-                            compute=ray.data.ActorPoolStrategy(size=pool.concurrency),
-                            batch_size=pool.batch_size, batch_format="pyarrow", **resources)
+        ds = map_pool(ds, ArrowStage, fitted[name], batch_size=pool.batch_size, batch_format="pyarrow",
+                      constructor_kwargs={"fn": cls, "kwargs": kwargs, "skip_column": skip_column})
         if name == "domains" and cfg.domains.method == "embedding" and cfg.domains.refine_clusters > 0:
             ds = refine_domains_dataset(ds, cfg.domains, skip_column)
     names = [s.name for s in cfg.difficulty.solvers] if cfg.difficulty.enabled else []

@@ -209,20 +209,16 @@ def _generate(cfg: EvaluateConfig, tasks: list[dict[str, Any]]):
     import pyarrow as pa
     import ray
 
-    from s1ray.models.generation import actor_cpus
+    from s1ray.resources import Resources, fit_here, map_pool
 
     ray.data.DataContext.get_current().enable_progress_bars = cfg.progress
-    resources: dict[str, float] = {"num_cpus": actor_cpus(cfg.generation)}
-    if cfg.generation.num_gpus:
-        resources["num_gpus"] = cfg.generation.num_gpus
+    resources = fit_here({"evaluate": Resources.of(cfg.generation)})["evaluate"]
     # One input block per batch: each actor call returns its own output block, which the
     # driver saves at once (blocks of several batches would come back only when all finish).
     bs = cfg.generation.batch_size
     blocks = [pa.Table.from_pylist(tasks[i:i + bs]) for i in range(0, len(tasks), bs)]
-    ds = ray.data.from_arrow(blocks).map_batches(
-        EvaluateBatch, fn_constructor_kwargs={"cfg": cfg},
-        compute=ray.data.ActorPoolStrategy(size=cfg.generation.concurrency),
-        batch_size=bs, batch_format="numpy", **resources)
+    ds = map_pool(ray.data.from_arrow(blocks), EvaluateBatch, resources, batch_size=bs, batch_format="numpy",
+                  constructor_kwargs={"cfg": cfg})
     # No prefetch: with it, a finished block is handed over only once the next one is done.
     yield from ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0)
 

@@ -162,7 +162,9 @@ def http_processor_config(cfg: GenerationConfig, *, num_cpus: float | None = Non
     if ep.api_key_env and not key:
         log.warning("environment variable %s is not set; calling %s without an API key", ep.api_key_env, ep.base_url)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    rps = ep.rate_limit_rps / max(1, cfg.concurrency)
+    from s1ray.resources import Resources
+
+    rps = ep.rate_limit_rps / Resources.of(cfg).max_actors  # every actor may run at once
     session = partial(EndpointSession, max_retries=ep.max_retries, timeout_s=ep.timeout_s, rps=rps,
                       backoff_s=backoff_s)
     return HttpRequestProcessorConfig(
@@ -512,18 +514,17 @@ def generate_dataset(ds: Any, cfg: GenerationConfig, build: Callable[..., list[R
 
     vllm/openai: pack -> ray.data.llm processor -> unpack -> finish (lazy, streaming). hf: one
     actor pool (``cfg.concurrency`` actors of ``num_cpus``, default ``cfg.num_cpus``)."""
-    import ray
+    from s1ray.resources import Resources, map_pool
 
     build_kwargs, finish_kwargs = build_kwargs or {}, finish_kwargs or {}
     batch_size = batch_size or cfg.batch_size
     if not uses_batch_llm(cfg):
-        resources: dict[str, Any] = {"num_cpus": cfg.num_cpus if num_cpus is None else num_cpus}
-        if cfg.num_gpus:
-            resources["num_gpus"] = cfg.num_gpus
-        return ds.map_batches(GeneratorStage, fn_constructor_kwargs=dict(
-            cfg=cfg, build=build, build_kwargs=build_kwargs, finish=finish, finish_kwargs=finish_kwargs),
-            compute=ray.data.ActorPoolStrategy(size=cfg.concurrency), batch_size=batch_size,
-            batch_format="pyarrow", **resources)
+        resources = Resources.of(cfg)
+        if num_cpus is not None:
+            resources = dataclasses.replace(resources, num_cpus=num_cpus)
+        return map_pool(ds, GeneratorStage, resources, batch_size=batch_size, batch_format="pyarrow",
+                        constructor_kwargs=dict(cfg=cfg, build=build, build_kwargs=build_kwargs, finish=finish,
+                                                finish_kwargs=finish_kwargs))
     ds = ds.map_batches(pack_requests, fn_kwargs={"build": build, "build_kwargs": build_kwargs, "cfg": cfg},
                         batch_format="pyarrow", batch_size=batch_size, num_cpus=LIGHT_CPUS)
     ds = build_llm_processor(cfg, num_cpus=num_cpus, backoff_s=backoff_s)(ds)

@@ -159,8 +159,16 @@ def trial_cpus(cfg: SweepConfig) -> float:
     return trial_resources(cfg)["CPU"]
 
 
-def concurrent_trials(cfg: SweepConfig, cluster: float | dict[str, float]) -> int:
-    """As many trials as fit side by side (CPUs and GPUs), so no trial's workers wait on another's."""
+def concurrent_trials(cfg: SweepConfig, cluster: float | dict[str, float] | None, n_trials: int | None = None) -> int:
+    """As many trials as fit side by side (CPUs and GPUs), so no trial's workers wait on another's.
+
+    ``cluster`` is what the cluster can hold: what it has now if it cannot grow, its node
+    types' maximum if it can, ``None`` when it can grow without a known limit: then every
+    trial (up to ``max_concurrent_trials``) is started and the autoscaler adds the nodes.
+    """
+    if cluster is None:
+        every = n_trials or 1
+        return min(every, cfg.max_concurrent_trials) if cfg.max_concurrent_trials else every
     cluster = {"CPU": cluster} if isinstance(cluster, (int, float)) else cluster
     fit = math.inf
     for res, need in trial_resources(cfg).items():

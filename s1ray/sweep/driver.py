@@ -33,6 +33,7 @@ from ray import tune
 
 from s1ray.config import ConfigError, dump_config
 from s1ray.curate.selection import read_pool, select_subset, to_s1k, write_subset
+from s1ray.storage import check_owned
 from s1ray.sweep.analysis import COMPLETED, FAILED, FULL, STOPPED, smallest_effective_set, write_report
 from s1ray.sweep.config import SweepConfig, concurrent_trials, trial_grid
 
@@ -287,6 +288,7 @@ def make_scheduler(cfg: SweepConfig):
 def build_tuner(cfg: SweepConfig, pool: pd.DataFrame, n_concurrent: int):
     """A new Tuner, or the interrupted sweep of the same name restored (finished trials kept)."""
     path = sweep_dir(cfg)
+    check_owned(path, "Tune state")  # a restored sweep is unpickled: only from storage it owns
     trainable = _trainable(cfg, pool)
     planned = path / "trials_planned.json"
     trials = trial_grid(cfg)
@@ -445,7 +447,9 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
     (out / "sweep_config.yaml").write_text(dump_config(cfg))
     import ray
 
-    n_concurrent = concurrent_trials(cfg, ray.cluster_resources())
+    from s1ray.resources import cluster_capacity
+
+    n_concurrent = concurrent_trials(cfg, cluster_capacity(), n_trials=len(trial_grid(cfg)))
     t0 = time.perf_counter()
     tuner, restored = build_tuner(cfg, pool, n_concurrent)
     grid = tuner.fit()

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from s1ray.config import ConfigError
 from s1ray.io.writers import write_jsonl
+from s1ray.storage import check_owned
 from s1ray.train.config import TrainConfig
 from s1ray.train.data import build_examples, build_rows, epoch_plan, non_padding_fraction
 from s1ray.train.hooks import TrainHooks
@@ -67,12 +68,18 @@ def _check_storage(cfg: TrainConfig) -> None:
     """A local storage_path only works on one node (or a shared mount): fail before training starts."""
     import ray
 
+    from s1ray.resources import cluster_can_grow
+
+    if not cfg.storage_is_local() or cfg.storage_is_shared:
+        return
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if cfg.storage_is_local() and len(nodes) > 1 and not cfg.storage_is_shared:
+    # An autoscaling cluster that has one node now will have more once training asks for workers.
+    where = f"{len(nodes)} nodes" if len(nodes) > 1 else "can add nodes (autoscaling)" if cluster_can_grow() else ""
+    if where:
         raise ConfigError(
-            f"storage_path={cfg.storage_path!r} is a local folder but the cluster has {len(nodes)} nodes: "
-            "checkpoints written by workers on other nodes would be lost. Use s3://... or gs://..., or a "
-            "shared NFS mount and set storage_is_shared: true")
+            f"storage_path={cfg.storage_path!r} is a local folder but the cluster {'has ' if len(nodes) > 1 else ''}"
+            f"{where}: checkpoints written by workers on other nodes would be lost. Use s3://... or gs://..., "
+            "or a shared NFS mount and set storage_is_shared: true")
 
 
 def build_trainer(cfg: TrainConfig, run_name: str | None = None, callbacks: list | None = None, *,
@@ -100,6 +107,8 @@ def build_trainer(cfg: TrainConfig, run_name: str | None = None, callbacks: list
     _check_storage(cfg)
     name = run_name or cfg.resolved_run_name()
     storage = cfg.resolved_storage_path()
+    check_owned(f"{storage}/{name}", "Ray Train run")  # its checkpoints are unpickled on resume
+    check_owned(resume_from or "", "resume_from checkpoint")
     rows, info = prepare_data(cfg)
     tb_dir = cfg.logging.tensorboard_dir
     if tb_dir is None and cfg.logging.tensorboard and cfg.storage_is_local():

@@ -1,10 +1,10 @@
 """The scoring stages as Ray Data actor pools with offline models (tiny random Llama, SmolLM2
-tokenizer, packaged MiniLM), CPU fitting of the pools, and the scoring section's validation."""
+tokenizer, packaged MiniLM) and the scoring section's validation."""
 
 import pandas as pd
 import pytest
 
-from s1ray.curate.scoring import ScoringConfig, fitted_cpus, stage_names
+from s1ray.curate.scoring import ScoringConfig, stage_names
 from s1ray.records import make_record, to_table
 
 
@@ -17,14 +17,6 @@ def small_pool():
             attempt="\\boxed{1}" if i % 2 == 0 else None, attempt_correct=True if i % 2 == 0 else None))
     rows.append(make_record(source="t", origin="t:mc", question="Which is a prime?", choices=["4", "7"], answer="B"))
     return to_table(rows)
-
-
-def test_fitted_cpus_leave_room_for_read_tasks():
-    assert fitted_cpus([(0.5, 1), (0.5, 1)], total=4) == [0.5, 0.5]
-    assert fitted_cpus([(0.5, 1), (0.5, 1)], total=2) == [0.5, 0.5]
-    fitted = fitted_cpus([(1.0, 2), (0.5, 1), (1.0, 1)], total=2)
-    assert sum(c * n for c, n in zip(fitted, [2, 1, 1])) <= 1.0 + 1e-6  # a 1-CPU read task still fits
-    assert abs(fitted[0] - 2 * fitted[1]) < 0.01  # proportions kept
 
 
 def test_config_sections_and_stage_order():

@@ -78,6 +78,11 @@ class HeadNode:
                 continue
         return out
 
+    @property
+    def gcs_address(self) -> str:
+        port = next(a for a in self.proc.args if str(a).startswith("--port=")).split("=", 1)[1]
+        return f"127.0.0.1:{port}"
+
     def ray(self, *args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
         """Run the ``ray`` CLI against this node."""
         return subprocess.run([str(BIN / "ray"), *args], env=self.env, cwd=cwd, capture_output=True,
@@ -117,11 +122,14 @@ def _alive(p: psutil.Process) -> bool:
         return False
 
 
-def start_head(num_cpus: int = 1, timeout: float = 90) -> HeadNode:
+def start_head(num_cpus: int = 1, timeout: float = 90, extra_args: tuple[str, ...] = (),
+               extra_env: dict[str, str] | None = None, tmpdir: Path | None = None,
+               gcs_port: int | None = None) -> HeadNode:
     """``ray start --head --block`` on 127.0.0.1 with every port chosen free, token auth off."""
     # Short path: Ray's unix sockets live under it and must stay under ~107 characters.
-    tmpdir = Path(tempfile.mkdtemp(prefix="s1rh-", dir="/tmp"))
+    tmpdir = tmpdir or Path(tempfile.mkdtemp(prefix="s1rh-", dir="/tmp"))
     gcs, dash, client, agent, agent_grpc, metrics, nm, om, rte = free_ports(9)
+    gcs = gcs_port or gcs
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     env.update({
         "RAY_TMPDIR": str(tmpdir),
@@ -131,6 +139,7 @@ def start_head(num_cpus: int = 1, timeout: float = 90) -> HeadNode:
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
         # Job entrypoints run `python` through a shell: make it this environment's python.
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        **(extra_env or {}),
     })
     cmd = [
         str(BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats",
@@ -139,6 +148,7 @@ def start_head(num_cpus: int = 1, timeout: float = 90) -> HeadNode:
         f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
         f"--dashboard-agent-grpc-port={agent_grpc}", f"--metrics-export-port={metrics}",
         f"--node-manager-port={nm}", f"--object-manager-port={om}", f"--runtime-env-agent-port={rte}",
+        *extra_args,
     ]
     log = tmpdir / "ray-start.log"
     with open(log, "wb") as fh:

@@ -66,6 +66,10 @@ def test_concurrency_fits_workers_of_every_running_trial():
                evaluate={**BASE["evaluate"], "generation": {"model": "m", "num_gpus": 1, "concurrency": 2}})
     assert concurrent_trials(gpu, {"CPU": 64, "GPU": 8}) == 2  # GPUs bound it, not CPUs
     assert concurrent_trials(gpu, {"CPU": 64, "GPU": 2}) == 1
+    # A cluster that can grow without a published limit (an empty autoscaling cluster has 0 CPUs
+    # now): every trial starts and its pending workers make the autoscaler add nodes.
+    assert concurrent_trials(cfg, None, n_trials=6) == 6
+    assert concurrent_trials(make(max_concurrent_trials=4), None, n_trials=6) == 4
 
 
 def test_scoring_guard_refuses_model_stage_imports():

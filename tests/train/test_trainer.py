@@ -259,3 +259,19 @@ def test_local_storage_on_multi_node_cluster_fails_early(work, s1k_module_file, 
     from s1ray.train.trainer import _check_storage
 
     _check_storage(cfg)  # remote storage is fine
+
+
+def test_local_storage_on_an_autoscaling_cluster_fails_early(work, s1k_module_file, monkeypatch):
+    """One node alive at start is not a one-node cluster when the autoscaler can add workers."""
+    import ray
+
+    from s1ray import resources
+
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}])
+    monkeypatch.setenv(resources.AUTOSCALING_ENV, "1")
+    with pytest.raises(ConfigError, match="can add nodes"):
+        build_trainer(config(work, s1k_module_file, "grow"))
+    monkeypatch.setenv(resources.AUTOSCALING_ENV, "0")
+    from s1ray.train.trainer import _check_storage
+
+    _check_storage(config(work, s1k_module_file, "fixed"))  # a fixed one-node cluster may keep it local
