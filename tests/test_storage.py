@@ -81,3 +81,43 @@ def test_link_to_a_writable_file_outside_is_refused(tmp_path):
         check_owned(folder)
     outside.chmod(0o644)
     check_owned(folder)
+
+
+# --- the load sites: a resumed training run and a restored sweep -------------------------------
+
+def test_training_refuses_to_resume_from_a_world_writable_run_folder(tmp_path, monkeypatch):
+    """build_trainer checks <storage_path>/<run_name> (Ray Train resumes from it) before any work."""
+    import s1ray.cluster
+    import s1ray.train.trainer as trainer
+    from s1ray.train.config import TrainConfig
+
+    monkeypatch.setattr(s1ray.cluster, "init_ray", lambda *a, **k: None)  # no cluster needed to get there
+    monkeypatch.setattr(trainer, "_check_storage", lambda cfg: None)
+    monkeypatch.setattr(trainer, "prepare_data", lambda cfg: (_ for _ in ()).throw(AssertionError("loaded data")))
+    cfg = TrainConfig.model_validate({"data": {"name": "d", "path": str(tmp_path / "d.jsonl")}, "model": "tiny:tiny",
+                                      "global_batch_size": 1, "storage_path": str(tmp_path / "runs"), "run_name": "r1"})
+    run = checkpoint(tmp_path / "runs" / "r1")
+    run.chmod(0o777)
+    with pytest.raises(UnsafeStorageError, match="Ray Train run .*world-writable"):
+        trainer.build_trainer(cfg)
+    run.chmod(0o755)
+    with pytest.raises(AssertionError, match="loaded data"):  # safe: it goes on to the data
+        trainer.build_trainer(cfg)
+
+
+def test_sweep_refuses_to_restore_world_writable_tune_state(tmp_path):
+    import pandas as pd
+
+    from s1ray.sweep.config import SweepConfig
+    from s1ray.sweep.driver import build_tuner, sweep_dir
+
+    cfg = SweepConfig.model_validate({
+        "pool": str(tmp_path / "pool"), "name": "s", "storage_path": str(tmp_path / "sweeps"),
+        "space": {"sizes": [2], "criteria": ["random"], "seeds": [0]}, "train": {"model": "tiny:tiny"},
+        "evaluate": {"benchmarks": [{"name": "jsonl", "path": "b.jsonl"}], "budgets": [4]}})
+    state = sweep_dir(cfg)
+    state.mkdir(parents=True)
+    (state / "experiment_state.json").write_text("{}")
+    (state / "experiment_state.json").chmod(0o666)
+    with pytest.raises(UnsafeStorageError, match="Tune state .*experiment_state.json"):
+        build_tuner(cfg, pd.DataFrame(), 1)
