@@ -220,14 +220,14 @@ KEY_CONCEPTS = (
     "slow|slower|slowest", "early|earlier|earliest", "late|later|latest", "old|older|oldest",
     "young|younger|youngest", "wide|wider|widest", "narrow|narrower", "thick|thicker", "thin|thinner",
     "deep|deeper", "hot|hotter", "cold|colder", "warm|warmer", "cheap|cheaper|cheapest", "expensive",
-    "increase|increased|increasing|rise|rose|grow|grew|gain|gained",
-    "decrease|decreased|decreasing|fall|fell|drop|dropped|lose|lost|loss",
+    "increase|increased|increasing|ascending|rise|rose|grow|grew|gain|gained",
+    "decrease|decreased|decreasing|descending|fall|fell|drop|dropped|lose|lost|loss",
     "total|overall|altogether|combined", "each|every|per|apiece",
     # operations, relations, logic
     "add|plus", "subtract|minus", "multiply|times", "divide|divided", "or", "without", "except",
     "not|no|none|neither|nor|cannot", "all", "some", "both", "either", "only", "possible", "impossible",
     "likely", "unlikely", "correct", "incorrect|wrong", "related", "unrelated", "dependent", "independent",
-    "direct|directly", "inverse|inversely", "equal|equals|same", "different|unequal",
+    "direct|directly", "inverse|inversely",
     # where, when, who, why: a question about a person/place/time/reason is another question
     "who|whom|whose", "where", "when", "why",
     # positions and directions
@@ -252,6 +252,10 @@ KEY_CONCEPTS = (
     "second|seconds", "minute", "hour|hr", "day", "week", "month", "year", "meter|metre", "centimeter|cm",
     "millimeter|mm", "kilometer|km", "mile", "foot|feet|ft", "inch|inches", "yard", "gram", "kilogram|kg",
     "pound|lb", "ounce|oz", "liter|litre", "milliliter|ml", "gallon", "dollar", "cent", "euro",
+    # calendar: "What day of the week was May 13?" vs "June 13?"
+    "january|jan", "february|feb", "march|mar", "april|apr", "may", "june|jun", "july|jul", "august|aug",
+    "september|sep|sept", "october|oct", "november|nov", "december|dec", "monday", "tuesday", "wednesday",
+    "thursday", "friday", "saturday", "sunday",
     # actors and objects a sibling swaps
     "buy|bought|purchase|purchased", "sell|sold", "give|gave", "receive|received", "spend|spent",
     "save|saved", "borrow|borrowed", "lend|lent", "pay|paid", "win|won", "boy", "girl", "man|men", "woman|women",
@@ -263,6 +267,13 @@ KEY_CONCEPTS = (
     "加", "减", "乘", "除", "增", "降", "最", "买", "卖", "男", "女", "奇", "偶", "红", "蓝", "白", "黑",
     "和", "差", "积", "商", "周", "面", "体", "每", "共",
 )
+
+
+# Number words, ordinals and Chinese numerals count in order, like numbers ("the first row and
+# second column" is not "the second row and first column"); other key words as a multiset.
+ORDERED_WORDS = frozenset(CONTENT_WORDS.split("|last|")[0].split("|") + ["last", "hundredth", "thousandth",
+                          "hundredths", "tenths", "零", "一", "二", "三", "四", "五", "六", "七", "八", "九",
+                          "十", "百", "千", "万", "亿", "半", "倍"])
 
 
 def _lexicon(key_words: str) -> tuple[pa.Array, np.ndarray]:
@@ -280,7 +291,9 @@ def _lexicon(key_words: str) -> tuple[pa.Array, np.ndarray]:
         raise ValueError(f"key_words must be 'concepts' or 'basic', not {key_words!r}")
     words, concept = [], []
     for g in groups:
-        h = hash_strings(["\x00concept:" + g[0]])[0]
+        h = hash_strings(["\x00concept:" + g[0]])[0] & ~U64(1)
+        if key_words == "basic" or g[0] in ORDERED_WORDS:
+            h |= U64(1)  # the low bit marks a concept that counts in order, like a number
         for w in g:
             if w not in words:
                 words.append(w)
@@ -319,8 +332,9 @@ def math_key(tokens: Tokens, key_words: str = "concepts") -> np.ndarray:
     ``key_words="basic"``) and ALL-CAPS words ("arrange the letters of ELLIPSE"). A key word
     counts as its concept, so swapping synonyms ("largest"/"greatest") keeps the key while
     flipping a word ("long"/"short") or changing a number or an operator changes it: this is
-    the differing-token test that tells a rewording from a sibling exercise. Numbers and
-    formulas count in order, key words as a multiset (a rewording may move "in total").
+    the differing-token test that tells a rewording from a sibling exercise. Numbers, formulas
+    and number words/ordinals count in order, other key words as a multiset (a rewording may
+    move "in total").
     """
     n_docs = tokens.n_docs
     if len(tokens.hashes) == 0:
@@ -338,13 +352,16 @@ def math_key(tokens: Tokens, key_words: str = "concepts") -> np.ndarray:
     before = np.r_[0, cum][starts][doc]  # dollars before each document
     in_math = ((cum - before) % 2 == 1) & ~is_dollar
     after_bs = np.r_[False, is_backslash[:-1]] & (np.arange(len(doc)) > starts[doc])
-    literal = is_num | is_sym | in_math | after_bs | (is_word & (concept == 0))
+    ordered_word = (concept & U64(1)) == 1
+    literal = is_num | is_sym | in_math | after_bs | (is_word & ((concept == 0) | ordered_word))
     key_word = ~literal & is_word
+    value = np.where(concept != 0, concept, tokens.hashes)
     rank = np.cumsum(literal) - 1
     rank = rank - np.r_[0, np.cumsum(literal)][starts][doc]
     with np.errstate(over="ignore"):
-        # Numbers and formulas count in order; key words as a multiset (a rewording may move them).
-        contrib = (mix64(tokens.hashes ^ mix64(rank.astype(U64) + U64(1))) * literal.astype(U64)
+        # Numbers, formulas and number words count in order; other key words as a multiset (a
+        # rewording may move "in total" to another place).
+        contrib = (mix64(value ^ mix64(rank.astype(U64) + U64(1))) * literal.astype(U64)
                    + mix64(concept ^ U64(0x6A09E667F3BCC909)) * key_word.astype(U64))
     out = np.zeros(n_docs, U64)
     np.add.at(out, doc, contrib)

@@ -172,6 +172,10 @@ def test_equivalent_answer_formats_are_one_answer():
     ("How much more money does Ann have than Bob?", "Who has more money, Ann or Bob?"),
     ("Tom buys apples and pears at the shop. How many apples did he buy?",
      "Tom buys apples and pears at the shop. How many apples did he sell?"),
+    ("Find the determinant by expanding along the second row and first column.",
+     "Find the determinant by expanding along the first row and second column."),  # ordinals count in order
+    ("What day of the week was May 13, 2022? Give the weekday name in full.",
+     "What day of the week was June 13, 2022? Give the weekday name in full."),
 ])
 def test_one_key_word_changes_keep_both_siblings(a, b):
     assert _kinds([(a, None, None), (b, None, None)])[0] == ["", ""]
