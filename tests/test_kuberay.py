@@ -245,7 +245,10 @@ def test_entrypoint_keeps_the_log_in_storage_and_the_exit_status(tmp_path):
     fake.chmod(0o755)
     storage = tmp_path / "storage"
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "S1RAY_STORAGE": str(storage)}
-    entrypoint = rayjob()["spec"]["entrypoint"]
+    # KubeRay's submitter puts the entrypoint after `ray job submit ... --` in a shell command
+    # (its shell splits it), and the Ray CLI sends shlex.join(argv) to the job server, whose
+    # supervisor runs that string with a shell on the head: reproduce that chain.
+    entrypoint = shlex.join(shlex.split(rayjob()["spec"]["entrypoint"]))
     ok = subprocess.run(["sh", "-c", entrypoint], env=env, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     (log,) = (storage / "logs").iterdir()
