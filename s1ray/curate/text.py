@@ -329,7 +329,8 @@ def math_key(tokens: Tokens, key_words: str = "concepts") -> np.ndarray:
     Content tokens: numbers, math symbols, LaTeX command names (the word after a backslash),
     everything between ``$`` signs, key words (number words, ordinals, relations, quantities,
     units, interrogatives: :data:`KEY_CONCEPTS`, or only :data:`CONTENT_WORDS` with
-    ``key_words="basic"``) and ALL-CAPS words ("arrange the letters of ELLIPSE"). A key word
+    ``key_words="basic"``), ALL-CAPS words ("arrange the letters of ELLIPSE") and single letters
+    other than "a" and "I" ("how many times does the letter h appear", "solve for x"). A key word
     counts as its concept, so swapping synonyms ("largest"/"greatest") keeps the key while
     flipping a word ("long"/"short") or changing a number or an operator changes it: this is
     the differing-token test that tells a rewording from a sibling exercise. Numbers, formulas
@@ -345,7 +346,9 @@ def math_key(tokens: Tokens, key_words: str = "concepts") -> np.ndarray:
     is_backslash = tokens.vocab_match(r"^\\$")
     vconcept = _vocab_concepts(tokens.vocab_arr, key_words)
     concept = vconcept[tokens.codes]
-    is_word = (concept != 0) | tokens.vocab_match(r"^[A-Z]{2,}$")
+    # ALL-CAPS words and single letters other than "a"/"I" (variables, labels: "the letter h") are content.
+    content = r"^([A-Z]{2,}|[b-zB-HJ-Z])$" if key_words == "concepts" else r"^[A-Z]{2,}$"
+    is_word = (concept != 0) | tokens.vocab_match(content)
     starts = tokens.offsets[:-1]
     doc = tokens.doc_of()
     cum = np.cumsum(is_dollar)
