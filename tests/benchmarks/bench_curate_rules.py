@@ -95,6 +95,7 @@ def build_pool(out: Path) -> Path:
 def ray_worker(pool_path: str, num_cpus: int, repeats: int) -> dict:
     from s1ray.cluster import init_ray
     from s1ray.config import RayConfig
+    from s1ray.curate.dedup import collect
     from s1ray.curate.pipeline import filter_pool, score_pool, to_dataset
 
     import ray
@@ -115,7 +116,7 @@ def ray_worker(pool_path: str, num_cpus: int, repeats: int) -> dict:
         t = time.perf_counter()
         table = pq.read_table(pool_path)
         ds, _ = score_pool(to_dataset(table, cfg.batch_size), cfg, None, log=lambda s: None)
-        pool = filter_pool(ds, cfg)
+        pool = collect(filter_pool(ds, cfg).select_columns(["keep", "drop_reason"]))
         times.append(time.perf_counter() - t)
         kept = int(pa.compute.sum(pool["keep"]).as_py())
     ray.shutdown()
