@@ -29,7 +29,8 @@ FIGURE_REF = (
     r"(figure|diagram|picture|image|illustration)s?\b|"
     r"\b(figure|diagram|picture|image|illustration)s? (below|above|shown)|"
     r"\b(shown|pictured|depicted|illustrated) (below|above|in the (figure|diagram|picture|image))|"
-    r"\bfig(ure)?\.? ?\d|!\[[^\]]*\]\(|<img\b|\\includegraphics)"
+    r"\bfig(ure)?\.? ?\d|!\[[^\]]*\]\(|<img\b|\\includegraphics|"
+    r"(如|见|下|上|左|右)图|图\s*\d)"  # Chinese: 如图 "as in the figure", 下图 "the figure below", 图1
 )
 # A figure that is actually present: Asymptote code, TikZ, or a Markdown table.
 FIGURE_PRESENT = r"(?i)(\[asy\]|\\begin\{tikzpicture\}|\|\s*:?-{3,})"

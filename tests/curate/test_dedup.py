@@ -242,3 +242,32 @@ def test_chinese_exact_and_near_duplicates_are_found_and_number_changes_stay():
     from s1ray.curate.text import Tokens
 
     assert Tokens(pa.array([ZH[0]])).counts()[0] > 20
+
+
+def test_rows_read_through_the_presets_dedup_by_options_and_answers(tmp_path):
+    """Reader -> canonical records -> quality -> dedup, on rows shaped like real sets."""
+    import json
+
+    from s1ray.io.readers import SourceConfig, read_source
+    from s1ray.records import to_table as records_table
+
+    rows = [{"question": STEM, "choices": {"A": "Mitochondrion", "B": "Ribosome", "C": "Nucleus"}, "answer": "A"},
+            {"question": STEM, "choices": {"A": "Chloroplast", "B": "Mitochondrion", "C": "Nucleus"}, "answer": "B"},
+            {"question": STEM, "choices": "A) Mitochondrion B) Ribosome C) Nucleus", "answer": "Mitochondrion"},
+            {"question": ZH[0], "choices": None, "answer": "17"},
+            {"question": ZH[0].replace("现在", "此时"), "choices": None, "answer": "17"},
+            {"question": ZH[0].replace("现在", "目前"), "choices": None, "answer": "18"},
+            {"question": ZH[0], "choices": None, "answer": "18"}]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    res = read_source(SourceConfig(name="mixed", path=str(path)))
+    assert not res.quarantined
+    t = records_table(res.records)
+    t = quality_columns(t.append_column("row_index", pa.array(range(t.num_rows), pa.int64())))
+    cfg = CurateConfig(sources=[])
+    found = find_duplicates(dedup_features(t, cfg), cfg.dedup)
+    kinds = [{0: "", 1: "exact", 2: "near"}[int(k)] for k in found["kind"]]
+    # other options: kept; the same options as a string with the answer as text: exact copy of row 0;
+    # a reworded Chinese copy with the same answer: near; with another answer: kept. The identical
+    # text is the same question whatever its answer says (one label is wrong): an exact copy.
+    assert kinds == ["", "", "exact", "", "near", "", "exact"]

@@ -105,3 +105,11 @@ def test_word_counts_of_spaced_text_are_unchanged():
                {"question": "학교에 학생이 30명 있습니다.", **ANSWER})
     assert b["q_words"].to_pylist()[:2] == [3, 4]
     assert b["q_words"].to_pylist()[2] == 11 + 1  # Hangul syllables count one each (+ the number), the period not
+
+
+def test_chinese_figure_references_without_the_figure():
+    b = _batch({"question": "如图所示，三角形ABC的面积是12平方厘米，求阴影部分的面积。", **ANSWER},
+               {"question": "观察下图，数一数一共有多少个正方形？", **ANSWER},
+               {"question": "画一个边长是3厘米的正方形，并求出它的面积。", **ANSWER})
+    assert b["flag_missing_figure"].to_pylist() == [True, True, False]
+    assert _reasons(b) == ["missing_figure", "missing_figure", ""]
