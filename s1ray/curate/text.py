@@ -175,13 +175,25 @@ def count_words(texts: pa.Array) -> pa.Array:
     punctuation anywhere) does not.
 
     On text without such characters this is the whitespace word count (leading and trailing
-    whitespace is not a word).
+    whitespace is not a word). Pure-ASCII texts (most of an English pool) skip the regexes.
     """
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
     texts = pc.fill_null(texts, "")
-    n_chars = pc.count_substring_regex(texts, CJK_CHAR)
-    rest = pc.utf8_trim_whitespace(pc.replace_substring_regex(texts, rf"{CJK_CHAR}[\p{{P}}]*|{_CJK_PUNCT}", " "))
-    words = pc.if_else(pc.equal(pc.utf8_length(rest), 0), 0, pc.list_value_length(pc.utf8_split_whitespace(rest)))
-    return pc.add(words, n_chars)
+    out = _whitespace_words(texts).to_numpy(zero_copy_only=False).astype(np.int64)
+    other = np.flatnonzero(~pc.string_is_ascii(texts).to_numpy(zero_copy_only=False))
+    if len(other):
+        sub = pc.take(texts, pa.array(other))
+        n_chars = pc.count_substring_regex(sub, CJK_CHAR)
+        rest = pc.replace_substring_regex(sub, rf"{CJK_CHAR}[\p{{P}}]*|{_CJK_PUNCT}", " ")
+        out[other] = pc.add(_whitespace_words(rest), n_chars).to_numpy(zero_copy_only=False)
+    return pa.array(out, pa.int64())
+
+
+def _whitespace_words(texts: pa.Array) -> pa.Array:
+    trimmed = pc.utf8_trim_whitespace(texts)
+    return pc.if_else(pc.equal(pc.utf8_length(trimmed), 0), 0,
+                      pc.list_value_length(pc.utf8_split_whitespace(trimmed)))
 
 
 # CJK and full-width punctuation (、。「」，？！：；...): separators, not words.
