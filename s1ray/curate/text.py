@@ -252,7 +252,7 @@ KEY_CONCEPTS = (
     "square", "cube", "cubic", "circle", "triangle", "rectangle", "polygon", "sphere", "cylinder", "cone",
     "domain", "derivative", "integral", "limit", "slope", "intercept", "root", "factor", "multiple",
     "divisor", "remainder", "numerator", "denominator", "digit", "natural", "whole", "decimal", "fraction",
-    "percent|percentage", "ratio", "rate", "interest", "simple", "compound", "profit", "cost", "price",
+    "percent|percentage", "ratio", "rate", "interest", "simple", "compound", "profit", "cost|price",
     "revenue", "discount", "tax", "salary|wage|wages",
     # physics and chemistry quantities
     "kinetic", "potential", "energy", "momentum", "velocity", "speed", "acceleration", "force", "power",
