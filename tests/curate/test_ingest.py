@@ -93,3 +93,15 @@ def test_corrupt_file_in_a_read_task_is_an_error_naming_it(ray_local, tmp_path):
     with pytest.raises(SourceError, match=r"cut\.jsonl\.gz") as e:
         run_curate(_cfg(tmp_path, "out"))
     assert "Traceback" not in str(e.value) and "RayTaskError" not in str(e.value)
+
+
+def test_cli_reports_a_broken_file_in_one_line(ray_local, tmp_path, capsys):
+    from s1ray.cli import main
+
+    _fixtures(tmp_path)
+    (tmp_path / "cut.jsonl.gz").write_bytes(b"not gzip at all\n" * 4)
+    config = tmp_path / "curate.yaml"
+    config.write_text(json.dumps(_cfg(tmp_path, "cli").model_dump(mode="json", exclude_unset=True)))
+    assert main(["curate", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "cut.jsonl.gz" in err and "Traceback" not in err
