@@ -26,15 +26,47 @@ problem).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
 from s1ray.curate import text
-from s1ray.curate.config import CurateConfig, DecontamConfig
+from s1ray.config import StrictModel
 from s1ray.io.readers import SourceConfig, read_source
+from s1ray.curate.stage import Stage
 from s1ray.records import question_id
+
+
+
+class DecontamConfig(StrictModel):
+    """N-gram decontamination against evaluation sets (s1 uses 8-grams).
+
+    ``rule: s1`` is s1's exact rule (data/decontaminate_util.py, collect_data.py): lowercase,
+    split on whitespace, and any ``n``-gram shared with an evaluation problem drops the row; no
+    exemption, no exact match (the other knobs below are not used).
+
+    ``rule: distinctive`` (default) closes two holes of plain n-gram overlap and ignores
+    boilerplate: words are lowercase alphanumeric runs (punctuation and LaTeX markup do not hide
+    a copy); evaluation problems shorter than ``n`` words are caught by an exact normalized
+    match; n-grams that are common phrasing (found in more than ``max_eval_df`` evaluation
+    problems or more than ``max_pool_df`` pool rows) do not flag a row on their own. A row that
+    shares at least ``copy_fraction`` of one evaluation problem's n-grams is a copy of it and is
+    flagged whatever the commonness of those n-grams, and copies never count towards
+    ``max_pool_df``: so however many reworded copies of a problem a pool holds, each is caught,
+    and the exemption never unflags them.
+    """
+
+    enabled: bool = True
+    rule: Literal["distinctive", "s1"] = "distinctive"
+    n: int = Field(8, ge=1)
+    min_matches: int = Field(1, ge=1)  # distinctive n-grams a row must share with one benchmark
+    max_eval_df: int = 2
+    max_pool_df: int = 3
+    copy_fraction: float = Field(0.5, gt=0, le=1)
+    exact_match: bool = True
 
 _BITMAP_MASK = (1 << 22) - 1
 
@@ -230,7 +262,7 @@ def attach_decontam(batch: pa.Table, labels: np.ndarray, ngrams: np.ndarray, exa
     return batch.append_column("contam_exact", pa.array(exact[ri]))
 
 
-def score_decontam(ds, cfg: CurateConfig, index: EvalIndex | None = None):
+def score_decontam(ds, cfg: Any, index: EvalIndex | None = None):
     """Ray Data stage: n-gram lookups in parallel, global common-phrase filter, attach columns."""
     from s1ray.curate.dedup import collect
 
@@ -244,3 +276,13 @@ def score_decontam(ds, cfg: CurateConfig, index: EvalIndex | None = None):
     return ds.map_batches(attach_decontam, fn_kwargs={"labels": found["labels"], "ngrams": found["ngrams"],
                                                       "exact": found["exact"]},
                           batch_format="pyarrow", batch_size=cfg.batch_size)
+
+
+def decontam_verdict(batch: pa.Table, cfg: DecontamConfig) -> list[tuple[str, np.ndarray]]:
+    if "contam_benchmarks" not in batch.column_names:
+        return [("decontam", np.full(batch.num_rows, "", dtype=object))]
+    labels = batch["contam_benchmarks"].to_numpy(zero_copy_only=False)
+    return [("decontam", np.array(["contaminated:" + s.split(",")[0] if s else "" for s in labels], dtype=object))]
+
+
+STAGE = Stage("decontam", DecontamConfig, score_decontam, decontam_verdict, SCORE_COLUMNS, depends_on=("decontam", "eval_sets"))

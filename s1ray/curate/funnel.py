@@ -16,49 +16,33 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from s1ray.curate.config import CurateConfig
-from s1ray.curate.quality import quality_reason
+from s1ray.curate.stages import STAGES
 
 FILTER_COLUMNS = {
-    "keep": "row survives every rule stage",
-    "drop_stage": "first stage that drops the row ('' if kept): quality | dedup | decontam",
+    "keep": "row survives every stage",
+    "drop_stage": "first stage that drops the row ('' if kept): quality | dedup | decontam | ...",
     "drop_reason": "named reason, e.g. too_short, asy_diagram, exact_duplicate, contaminated:math500",
 }
-STAGE_ORDER = ("quality", "dedup", "decontam", "traces", "difficulty")  # the last two: model scoring
+STAGE_ORDER = tuple(name for stage in STAGES for name in stage.drop_stages)  # the funnel's columns
 
 
-def drop_reasons(batch: pa.Table, cfg: CurateConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(stage, reason) per row, '' when the row is kept; earlier stages win."""
+def drop_reasons(batch: pa.Table, cfg: Any, stages: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(stage, reason) per row, '' when the row is kept; earlier stages win. Each enabled
+    stage's verdict is asked in turn (``stages``: a prefix of the stage list, default all)."""
     n = batch.num_rows
-    stage = np.full(n, "", dtype=object)
+    stage_of = np.full(n, "", dtype=object)
     reason = np.full(n, "", dtype=object)
-    names = batch.column_names
-
-    def take(mask: np.ndarray, st: str, why: np.ndarray | str) -> None:
-        m = mask & (stage == "")
-        stage[m] = st
-        reason[m] = why[m] if isinstance(why, np.ndarray) else why
-
-    if cfg.quality.enabled and "q_words" in names:
-        q = quality_reason(batch, cfg.quality)
-        take(q != "", "quality", q)
-    if cfg.dedup.enabled and "dup_kind" in names:
-        kind = np.asarray(batch["dup_kind"].to_numpy(zero_copy_only=False), dtype=object)
-        take(kind == "exact", "dedup", "exact_duplicate")
-        take(kind == "near", "dedup", "near_duplicate")
-    if cfg.decontam.enabled and "contam_benchmarks" in names:
-        labels = np.asarray(batch["contam_benchmarks"].to_numpy(zero_copy_only=False), dtype=object)
-        first = np.array(["contaminated:" + s.split(",")[0] if s else "" for s in labels], dtype=object)
-        take(first != "", "decontam", first)
-    if getattr(cfg, "scoring", None) is not None:  # model stages: failed teacher traces, too-easy rows
-        from s1ray.curate.scoring import drop_reasons as scoring_drop_reasons
-
-        for st, why in scoring_drop_reasons(batch, cfg.scoring):
-            take(why != "", st, why)
-    return stage, reason
+    for stage in STAGES if stages is None else stages:
+        if not stage.enabled(cfg):
+            continue
+        for name, why in stage.drop(batch, stage.section(cfg)):
+            m = (why != "") & (stage_of == "")
+            stage_of[m] = name
+            reason[m] = why[m]
+    return stage_of, reason
 
 
-def apply_filters(batch: pa.Table, cfg: CurateConfig) -> pa.Table:
+def apply_filters(batch: pa.Table, cfg: Any) -> pa.Table:
     for col in FILTER_COLUMNS:
         if col in batch.column_names:
             batch = batch.drop_columns([col])

@@ -25,7 +25,6 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,8 +34,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from s1ray.cluster import init_ray
-from s1ray.curate import decontam, dedup, funnel, quality, scoring
+from s1ray.curate import dedup, funnel
 from s1ray.curate.config import CurateConfig
+from s1ray.curate.stage import DROPPED_EARLIER, Stage
+from s1ray.curate.stages import STAGES
 from s1ray.io.checkpoint import BlockCheckpoint, config_key
 from s1ray.io import ingest
 from s1ray.io.readers import SourceConfig, SourceError
@@ -44,29 +45,6 @@ from s1ray.io.writers import write_jsonl, write_ordered
 from s1ray.records import SCHEMA
 
 CACHE_VERSION = "rules-v4"  # bump when a stage's scoring logic changes
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A scoring stage: ``run(ds, cfg) -> ds`` adds columns; ``depends_on`` keys its cache."""
-
-    name: str
-    run: Callable[[Any, CurateConfig], Any]
-    depends_on: tuple[str, ...]  # config sections whose values change this stage's scores
-    columns: dict[str, str]
-    # Row-local stage (each row's output depends on that row only): with the cache on, finished
-    # blocks are saved as they arrive and a re-run scores only the rows not saved yet.
-    resumable: bool = False
-
-
-STAGES: list[Stage] = [
-    Stage("quality", quality.score_quality, (), quality.SCORE_COLUMNS),
-    Stage("dedup", dedup.score_dedup, ("quality", "dedup"), dedup.SCORE_COLUMNS),
-    Stage("decontam", decontam.score_decontam, ("decontam", "eval_sets"), decontam.SCORE_COLUMNS),
-    # Model stages run only on rows the rules keep, so they depend on the rule thresholds too.
-    # Optional, so its columns (documented in scoring.SCORE_COLUMN_DOCS) are not listed here.
-    Stage("scoring", scoring.score_curated, ("quality", "dedup", "decontam", "scoring"), {}, resumable=True),
-]
 
 
 def pool_columns() -> dict[str, str]:
@@ -77,13 +55,6 @@ def pool_columns() -> dict[str, str]:
         cols.update({k: f"{stage.name}: {v}" for k, v in stage.columns.items()})
     cols.update({k: f"filter: {v}" for k, v in funnel.FILTER_COLUMNS.items()})
     return cols
-
-
-def _stage_enabled(stage: Stage, cfg: CurateConfig) -> bool:
-    section = getattr(cfg, stage.name, None)
-    if section is None and stage.name == "scoring":  # optional section: absent = rules only
-        return False
-    return bool(getattr(section, "enabled", True))
 
 
 # --- fingerprints and cache keys ----------------------------------------------------------
@@ -138,11 +109,11 @@ def score_pool(ds, cfg: CurateConfig, cache_dir: Path | None = None, upstream: s
     """Run every enabled stage; with ``cache_dir`` reuse or store each stage's output."""
     info: dict[str, Any] = {}
     key = upstream
-    for stage in STAGES:
-        if not _stage_enabled(stage, cfg):
+    for k, stage in enumerate(STAGES):
+        if not stage.enabled(cfg):
             info[stage.name] = {"status": "disabled"}
             continue
-        key = _key(key, stage.name, CACHE_VERSION, [_section(cfg, s) for s in stage.depends_on])
+        key = _key(key, stage.name, CACHE_VERSION, [_section(cfg, s) for s in _depends_on(stage, k)])
         t0 = time.perf_counter()
         done = cache_dir / f"{stage.name}-{key}" if cache_dir else None
         if done is not None and (done / "_SUCCESS").exists():
@@ -151,7 +122,7 @@ def score_pool(ds, cfg: CurateConfig, cache_dir: Path | None = None, upstream: s
             info[stage.name] = {"status": "reused", "key": key, "seconds": 0.0}
             log(f"[curate] stage {stage.name}: reusing {done}")
             continue
-        table, extra = run_resumable(stage, ds, cfg, done, log) if done and _resumable(stage, cfg) else (None, {})
+        table, extra = run_resumable(stage, ds, cfg, done, log) if done and stage.resumable(cfg) else (None, {})
         if table is not None:  # saved block by block; now stored whole like any other stage
             shutil.rmtree(done / "data", ignore_errors=True)  # a copy half-written before a kill
             (done / "data").mkdir(parents=True)
@@ -160,7 +131,7 @@ def score_pool(ds, cfg: CurateConfig, cache_dir: Path | None = None, upstream: s
             shutil.rmtree(done / "parts", ignore_errors=True)  # its rows are in data/ now
             ds = to_dataset(table, cfg.batch_size)
         else:
-            ds = stage.run(ds, cfg)
+            ds = run_stage(stage, ds, cfg)
             if done is not None:  # without a cache the lazy plan continues and Ray fuses the maps
                 ds = ds.materialize()
                 if done.exists():
@@ -172,15 +143,26 @@ def score_pool(ds, cfg: CurateConfig, cache_dir: Path | None = None, upstream: s
     return ds, info
 
 
-def _resumable(stage: Stage, cfg: CurateConfig) -> bool:
-    """Whether ``stage`` may run on a subset of rows and give each row the output a full run would."""
-    if not stage.resumable:
-        return False
-    if stage.name == "scoring":
-        d = cfg.scoring.domains
-        # Cluster refinement fits k-means on every row's embedding: not row-local.
-        return not (d.enabled and d.method == "embedding" and d.refine_clusters > 0)
-    return True
+def _depends_on(stage: Stage, k: int) -> list[str]:
+    """Sections that key a stage's cache; a kept-rows-only stage also reads every earlier verdict."""
+    earlier = [name for s in STAGES[:k] for name in (s.name, *s.depends_on)] if stage.kept_rows_only else []
+    return list(dict.fromkeys(earlier + list(stage.depends_on)))
+
+
+def _mark_dropped(batch: pa.Table, cfg: CurateConfig, upto: int) -> pa.Table:
+    stage, _ = funnel.drop_reasons(batch, cfg, STAGES[:upto])
+    return batch.append_column(DROPPED_EARLIER, pa.array(stage != "", pa.bool_()))
+
+
+def run_stage(stage: Stage, ds, cfg: CurateConfig):
+    """``stage.score`` on ``ds``; a kept-rows-only stage first sees which rows earlier stages drop."""
+    if stage.kept_rows_only:
+        from s1ray.curate.scoring import LIGHT_CPUS
+
+        # A light task: at 1 CPU it would wait behind the model pools on a small machine.
+        ds = ds.map_batches(_mark_dropped, fn_kwargs={"cfg": cfg, "upto": STAGES.index(stage)},
+                            batch_format="pyarrow", batch_size=cfg.batch_size, num_cpus=LIGHT_CPUS)
+    return stage.score(ds, cfg)
 
 
 def run_resumable(stage: Stage, ds, cfg: CurateConfig, done: Path,
@@ -205,7 +187,7 @@ def run_resumable(stage: Stage, ds, cfg: CurateConfig, done: Path,
             f"{todo.num_rows} to go ({parts.folder})")
     new: list[pa.Table] = []
     if todo.num_rows:
-        out = stage.run(to_dataset(todo, cfg.batch_size), cfg)
+        out = run_stage(stage, to_dataset(todo, cfg.batch_size), cfg)
         # No prefetch: with it, a finished block is handed over only once the next one is done.
         for block in out.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
             if block.num_rows:

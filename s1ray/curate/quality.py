@@ -10,13 +10,43 @@ batches with pyarrow's RE2 kernels.
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from s1ray.curate.config import QualityConfig
+from s1ray.config import StrictModel
+from s1ray.curate.stage import Stage
 from s1ray.curate.text import count_words
+
+Required = Literal["thinking", "attempt", "answer", "solution", "answer_or_solution"]
+
+
+class QualityConfig(StrictModel):
+    """Rule-based quality filter after s1 (Section 2: API errors, formatting issues).
+
+    ``rules`` picks the rule set. ``s1`` is s1's exact one (data/filter.ipynb cell 7): drop a
+    question holding ``[asy]`` unless its source_type contains "AIME" (such a question is kept
+    whatever else it holds), ``![Image]``, any ``p{i}.`` with i in 1..999, or a match of
+    ``\\*\\*(?=.*\\d)[^\\s\\]]*\\*\\*`` (a bold run with a digit later on its line); all
+    case-sensitive. ``require`` still applies (s1 dropped rows with missing features);
+    ``min_words``, the API-error, missing-figure and numbering rules are s1ray's and are off under
+    ``s1``. ``s1ray`` (default) is broader: any figure reference without the figure, AoPS-style
+    numbered lists, API-error text, too-short questions, and ``[asy]`` kept only for
+    ``asy_whitelist`` sources.
+    """
+
+    enabled: bool = True
+    rules: Literal["s1ray", "s1"] = "s1ray"
+    # Which fields a kept row must have. A raw question pool has no traces yet, so the default
+    # only asks for a reference answer or solution; for an s1K-shaped pool add "thinking".
+    require: list[Required] = ["answer_or_solution"]
+    min_words: int = 3  # shorter questions are dropped as "too_short"
+    asy_whitelist: list[str] = []  # sources / source_types whose [asy] diagrams are kept
+    drop_missing_figure: bool = True
+    drop_numbering: bool = True
+    drop_api_error: bool = True
 
 API_ERROR = (
     r"(?i)(\bapi ?error\b|error code: ?\d{3}|rate ?limit(ed| exceeded| reached)|ratelimiterror|"
@@ -188,3 +218,15 @@ def _s1_reason(batch: pa.Table, missing: list[tuple[str, np.ndarray]], whitelist
 def score_quality(ds, cfg):
     """Ray Data stage: add the quality columns (no thresholds involved)."""
     return ds.map_batches(quality_columns, batch_format="pyarrow", batch_size=cfg.batch_size)
+
+
+def quality_verdict(batch: pa.Table, cfg: QualityConfig) -> list[tuple[str, np.ndarray]]:
+    return [("quality", quality_reason(batch, cfg) if "q_words" in batch.column_names else _kept(batch))]
+
+
+def _kept(batch: pa.Table) -> np.ndarray:
+    return np.full(batch.num_rows, "", dtype=object)
+
+
+# Its flags need no config: thresholds (min_words, require, ...) change only the verdict.
+STAGE = Stage("quality", QualityConfig, score_quality, quality_verdict, SCORE_COLUMNS)

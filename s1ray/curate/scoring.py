@@ -24,6 +24,7 @@ from s1ray.curate.difficulty import (DifficultyConfig, SolverAttempts, SolverCon
                                      difficulty_reason)
 from s1ray.curate.domains import DomainsConfig, EmbeddingDomains, LLMDomains
 from s1ray.curate.lengths import LengthsConfig, TraceLengths
+from s1ray.curate.stage import Stage
 from s1ray.curate.traces import TeacherTraces, TracesConfig, has_trace, is_null
 from s1ray.models.batch_llm import uses_batch_llm
 from s1ray.models.generation import GenerationConfig
@@ -503,24 +504,15 @@ def stage_names(cfg: ScoringConfig) -> list[str]:
 # `s1ray curate` integration: one pipeline stage after the rule stages, and its filter
 # ---------------------------------------------------------------------------------------
 
-SKIP_COLUMN = "_scoring_skip"
-
-
-def _mark_rule_drops(batch: pa.Table, cfg: Any) -> pa.Table:
-    from s1ray.curate.funnel import drop_reasons as rule_drops
-
-    stage, _ = rule_drops(batch, cfg)
-    return batch.append_column(SKIP_COLUMN, pa.array(stage != "", pa.bool_()))
-
-
 def score_curated(ds: Any, cfg: Any) -> Any:
     """The ``scoring`` stage of ``s1ray curate``: model stages on the rows the rules keep only
     (no teacher or solver time on duplicates and contaminated rows); dropped rows get nulls."""
-    ds = ds.map_batches(_mark_rule_drops, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
-                        batch_size=cfg.batch_size, num_cpus=LIGHT_CPUS)
+    from s1ray.curate.stage import DROPPED_EARLIER
+
     # A light task: at the default 1 CPU it would wait behind the model pools on a small machine,
     # and no scored block would reach the driver (or its resume checkpoint) before the end.
-    return score_dataset(ds, cfg.scoring, skip_column=SKIP_COLUMN).drop_columns([SKIP_COLUMN], num_cpus=LIGHT_CPUS)
+    return score_dataset(ds, cfg.scoring, skip_column=DROPPED_EARLIER).drop_columns([DROPPED_EARLIER],
+                                                                                  num_cpus=LIGHT_CPUS)
 
 
 def drop_reasons(batch: pa.Table, cfg: ScoringConfig) -> list[tuple[str, np.ndarray]]:
@@ -538,3 +530,15 @@ def drop_reasons(batch: pa.Table, cfg: ScoringConfig) -> list[tuple[str, np.ndar
         why = difficulty_reason(df, cfg.difficulty)
         out.append(("difficulty", np.array([w.split(" solver")[0] if w else "" for w in why], dtype=object)))
     return out or [("difficulty", np.full(n, "", dtype=object))]
+
+
+def row_local(cfg: Any) -> bool:
+    """Each row's scores depend on that row only, except k-means refinement over every embedding."""
+    d = cfg.scoring.domains
+    return not (d.enabled and d.method == "embedding" and d.refine_clusters > 0)
+
+
+# Optional (absent = rule stages only); runs on kept rows only. Columns: SCORE_COLUMN_DOCS
+# (solver columns are named after the solvers, so they are not listed one by one).
+STAGE = Stage("scoring", ScoringConfig, score_curated, drop_reasons, depends_on=("scoring",),
+              verdicts=("traces", "difficulty"), optional=True, kept_rows_only=True, resumable=row_local)

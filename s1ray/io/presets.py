@@ -25,13 +25,10 @@ import re
 import string
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from s1ray.answers import choice_letter, gsm8k_answer, last_boxed
 from s1ray.records import make_record
-
-if TYPE_CHECKING:
-    from s1ray.io.readers import SourceConfig
 
 
 class RowError(ValueError):
@@ -46,10 +43,10 @@ FIELDS = ("question", "solution", "answer", "choices", "thinking", "attempt", "a
 class Preset:
     columns: dict[str, str | list[str]]  # canonical -> source column (a list: several traces)
     answer_from: str = "field"  # field | boxed | gsm8k
-    prepare: Callable[[dict[str, Any], "SourceConfig"], dict[str, Any]] | None = None
+    prepare: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
     extra_metadata: tuple[str, ...] = field(default=())
 
-    def __call__(self, row: dict[str, Any], spec: "SourceConfig", origin: str) -> dict[str, Any]:
+    def __call__(self, row: dict[str, Any], spec: Any, origin: str) -> dict[str, Any]:
         if self.prepare is not None:
             row = self.prepare(row, spec)
         columns: dict[str, Any] = {**self.columns, **spec.columns}
@@ -160,7 +157,7 @@ def _bool(name: str, value: Any) -> bool | None:
     raise RowError(f"{name} is {value!r}, not a yes/no grade")
 
 
-def _validate(values: dict[str, Any], row: dict[str, Any], used: set[str], spec: "SourceConfig",
+def _validate(values: dict[str, Any], row: dict[str, Any], used: set[str], spec: Any,
               origin: str, answer_from: str) -> dict[str, Any]:
     question = _text("question", values.get("question"), required=True)
     assert question is not None
@@ -318,7 +315,7 @@ _GPQA_OPTIONS = re.compile(r"\nAnswer Choices:\n\(A\) (.*?)\n\(B\) (.*?)\n\(C\) 
 _GPQA_LETTER = re.compile(r"Answer:\s*\(?([A-D])\)?\s*\Z")
 
 
-def _s1k_prepare(row: dict[str, Any], spec: "SourceConfig") -> dict[str, Any]:
+def _s1k_prepare(row: dict[str, Any], spec: Any) -> dict[str, Any]:
     """s1K: the reference `solution` is often just the answer; its metadata is a dict repr.
 
     GPQA rows carry their answer differently: in s1K (after s1's data/fix_gpqa.py) the question
@@ -351,7 +348,7 @@ def _s1k_prepare(row: dict[str, Any], spec: "SourceConfig") -> dict[str, Any]:
     return row
 
 
-def _s1k11_prepare(row: dict[str, Any], spec: "SourceConfig") -> dict[str, Any]:
+def _s1k11_prepare(row: dict[str, Any], spec: Any) -> dict[str, Any]:
     row = _s1k_prepare(row, spec)
     first, second = ("deepseek", "gemini") if spec.teacher == "deepseek" else ("gemini", "deepseek")
     # The chosen teacher's fields become columns; the other teacher's trace, attempt and grades
@@ -364,7 +361,7 @@ def _s1k11_prepare(row: dict[str, Any], spec: "SourceConfig") -> dict[str, Any]:
     return row
 
 
-def _olympiad_prepare(row: dict[str, Any], spec: "SourceConfig") -> dict[str, Any]:
+def _olympiad_prepare(row: dict[str, Any], spec: Any) -> dict[str, Any]:
     row = dict(row)
     if row.get("context"):
         row["question"] = f"{row['context']}\n\n{row.get('question') or ''}".strip()

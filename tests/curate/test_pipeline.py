@@ -86,7 +86,8 @@ def test_run_curate_outputs_accounting_and_reuse(ray_local, tmp_path):
     # Same config + inputs: every stage is reused and the results are identical.
     again = run_curate(_cfg(tmp_path))
     assert {k: v["status"] for k, v in again["stages"].items()} == {
-        "read": "reused", "quality": "reused", "dedup": "reused", "decontam": "reused", "scoring": "disabled"}
+        "read": "reused", "quality": "reused", "dedup": "reused", "decontam": "reused", "script": "reused",
+        "scoring": "disabled"}
     pd.testing.assert_frame_equal(pd.read_parquet(again["paths"]["scored_pool"]), pool)
 
     # A new threshold reuses the quality scores; a changed input file re-reads everything.

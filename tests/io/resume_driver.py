@@ -80,9 +80,9 @@ def _run(kind: str, config: dict[str, Any], calls_dir: str, gate: int) -> dict[s
     def gated(ds, cfg):
         ds = ds.map_batches(Gate, batch_format="pyarrow", batch_size=None,
                             compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.1)
-        return stage.run(ds, cfg)
+        return stage.score(ds, cfg)
 
-    pipeline.STAGES[index] = dataclasses.replace(stage, run=gated)
+    pipeline.STAGES[index] = dataclasses.replace(stage, score=gated)
     return pipeline.run_curate(CurateConfig.model_validate(config))
 
 
