@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------
 
 # Inside s1ray.curate only these are pure; the rest (traces, solvers, domains, ...) load models.
-PURE_CURATE = {"s1ray.curate", "s1ray.curate.selection", "s1ray.curate.config", "s1ray.curate.text"}
+PURE_CURATE = {"s1ray.curate", "s1ray.curate.selection", "s1ray.curate.text"}  # not config: it imports every stage
 SCORING_PACKAGES = ("sentence_transformers",)
 
 
@@ -432,6 +432,27 @@ def check_pool(pool: pd.DataFrame, cfg: SweepConfig) -> pd.DataFrame:
     return pool
 
 
+def _local(path: str | None) -> str | None:
+    """An existing relative local path made absolute; anything else (hub ids, URIs, None) as it is."""
+    if not path or "://" in path or Path(path).is_absolute() or not Path(path).expanduser().exists():
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
+def absolute_paths(cfg: SweepConfig) -> SweepConfig:
+    """Relative paths resolved on the driver, where the user wrote them.
+
+    Trials run in Tune's trial folders and their Train workers in the run's folder, so a path
+    like ``../shared/data/eval/math500.jsonl`` or ``outputs/sweeps`` would mean another place there.
+    """
+    ev = cfg.evaluate.model_copy(deep=True)
+    for bench in ev.benchmarks:
+        bench.path = _local(bench.path)
+    train = cfg.train.model_copy(update={"model": _local(cfg.train.model)})
+    return cfg.model_copy(update={"storage_path": str(Path(cfg.storage_path).expanduser().resolve()),
+                                  "pool": _local(cfg.pool), "evaluate": ev, "train": train})
+
+
 def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
     """``s1ray sweep``: run (or resume) the sweep, then write the smallest-effective-set report."""
     from s1ray.cluster import init_ray
@@ -440,6 +461,7 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     # Ray Train frees the placement group of a run whose trial Tune stopped through the State
     # API, which a local instance only serves with its dashboard (on 127.0.0.1).
+    cfg = absolute_paths(cfg)
     pool = check_pool(read_pool(cfg.pool), cfg)  # before Ray starts or anything is written
     init_ray(cfg.ray.model_copy(update={"include_dashboard": True}))
     out = sweep_dir(cfg)

@@ -112,3 +112,18 @@ def test_asha_stops_on_the_stage_score_and_ignores_forwarded_train_metrics():
     assert deep.on_trial_result(None, trials[2], {"score": 0.95, "stage": 2}) == TrialScheduler.CONTINUE
     assert deep.on_trial_result(None, trials[2], {"score": 0.0, "stage": 4}) == TrialScheduler.CONTINUE
     assert make_scheduler(make()).__class__.__name__ == "FIFOScheduler"
+
+
+def test_the_sweep_imports_no_curate_stage():
+    """The driver and a trial's imports stay on the pure side of the guard (the stage modules,
+    and the curate config that assembles them, are never loaded by a sweep)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, s1ray.sweep.driver, s1ray.sweep.config; "
+            "print(sorted(m for m in sys.modules if m.startswith('s1ray.curate')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    from s1ray.sweep.driver import is_scoring_module
+
+    loaded = eval(out)
+    assert "s1ray.curate.selection" in loaded and not [m for m in loaded if is_scoring_module(m)], loaded
