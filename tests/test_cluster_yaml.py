@@ -308,3 +308,12 @@ def test_start_commands_export_node_secrets_to_ray(tmp_path):
     out = subprocess.run(["bash", "-c", prefix + " echo ok"], env={"HOME": str(empty), "PATH": "/usr/bin:/bin"},
                          capture_output=True, text=True)
     assert out.stdout.strip() == "ok" and out.stderr == ""
+
+
+def test_jobs_know_the_cluster_can_grow():
+    """Worker groups start at 0 nodes: the head's Ray (whose environment jobs inherit) says the
+    cluster autoscales, so stages request their declared resources instead of fitting to 0 CPUs."""
+    from s1ray.resources import AUTOSCALING_ENV
+
+    head = " ".join(raw()["head_start_ray_commands"])
+    assert f"{AUTOSCALING_ENV}=1 " in head and "ray start --head" in head.split(f"{AUTOSCALING_ENV}=1 ", 1)[1]

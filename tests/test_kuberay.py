@@ -28,6 +28,7 @@ import yaml
 
 from s1ray import cli
 from s1ray.config import is_secret_key, load_config
+from s1ray.resources import AUTOSCALING_ENV
 from test_cluster_yaml import CREDENTIAL_PATTERNS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -282,6 +283,8 @@ def test_storage_and_secrets_come_from_refs_only():
             assert claims[mounts["/mnt/s1ray"]] == "s1ray-shared", name
             env = {e["name"]: e for e in c["env"]}
             assert env["S1RAY_STORAGE"]["value"] == "/mnt/s1ray"
+            # Worker groups start at 0 replicas: stages must request their declared resources.
+            assert env[AUTOSCALING_ENV]["value"] == "1"
             for var, entry in env.items():
                 if is_secret_key(var):
                     assert "value" not in entry and entry["valueFrom"]["secretKeyRef"]["name"], var
