@@ -514,14 +514,15 @@ def generate_dataset(ds: Any, cfg: GenerationConfig, build: Callable[..., list[R
 
     vllm/openai: pack -> ray.data.llm processor -> unpack -> finish (lazy, streaming). hf: one
     actor pool (``cfg.concurrency`` actors of ``num_cpus``, default ``cfg.num_cpus``)."""
-    from s1ray.resources import Resources, map_pool
+    from s1ray.resources import Resources, fit_here, map_pool
 
     build_kwargs, finish_kwargs = build_kwargs or {}, finish_kwargs or {}
     batch_size = batch_size or cfg.batch_size
     if not uses_batch_llm(cfg):
-        resources = Resources.of(cfg)
-        if num_cpus is not None:
-            resources = dataclasses.replace(resources, num_cpus=num_cpus)
+        if num_cpus is None:  # fitted here unless the caller fitted it with its other pools
+            resources = fit_here({"generate": Resources.of(cfg)})["generate"]
+        else:
+            resources = dataclasses.replace(Resources.of(cfg), num_cpus=num_cpus)
         return map_pool(ds, GeneratorStage, resources, batch_size=batch_size, batch_format="pyarrow",
                         constructor_kwargs=dict(cfg=cfg, build=build, build_kwargs=build_kwargs, finish=finish,
                                                 finish_kwargs=finish_kwargs))
@@ -533,3 +534,23 @@ def generate_dataset(ds: Any, cfg: GenerationConfig, build: Callable[..., list[R
                             batch_size=batch_size, num_cpus=LIGHT_CPUS)
     return ds.map_batches(unpack_generations, fn_kwargs={"finish": finish, "finish_kwargs": finish_kwargs},
                           batch_format="pyarrow", batch_size=batch_size, num_cpus=LIGHT_CPUS)
+
+
+def _prompt_requests(batch: pa.Table, cfg: GenerationConfig, column: str) -> list[Request | None]:
+    if column not in batch.column_names:
+        raise KeyError(f"generate: column {column!r} not in batch (columns: {batch.column_names})")
+    return [request(cfg, str(p)) for p in batch[column].to_pylist()]
+
+
+def _prompt_columns(batch: pa.Table, gens: list[Generation | None], prefix: str) -> pa.Table:
+    gens = [g or Generation("", 0, "error", "not generated") for g in gens]
+    batch = batch.append_column(f"{prefix}_text", pa.array([g.text for g in gens], pa.string()))
+    batch = batch.append_column(f"{prefix}_tokens", pa.array([g.n_tokens for g in gens], pa.int64()))
+    return batch.append_column(f"{prefix}_finish", pa.array([g.finish_reason for g in gens], pa.string()))
+
+
+def generate_column(ds: Any, cfg: GenerationConfig, prompt_column: str, output_prefix: str) -> Any:
+    """``ds`` plus ``{prefix}_text``, ``{prefix}_tokens``, ``{prefix}_finish``: one generation per
+    prompt in ``prompt_column``, on whichever backend ``cfg`` names."""
+    return generate_dataset(ds, cfg, _prompt_requests, _prompt_columns, build_kwargs={"cfg": cfg, "column": prompt_column},
+                            finish_kwargs={"prefix": output_prefix})

@@ -1,7 +1,7 @@
 """Generated tokens/s through the Ray Data actor-pool path against the same backend called directly.
 
 Two workloads, each run both ways on the same prompts with the same model and thread count:
-  generate   plain generation: ``generate_dataset`` (actor pool) vs ``Generator.generate``
+  generate   plain generation: ``generate_column`` (actor pool) vs ``Generator.generate``
   evaluate   budget-forced evaluation + grading: the runner's ``EvaluateBatch`` actor pool vs
              ``EvaluateBatch.run`` in this process
 Times are end to end, model load included on both sides (the actor loads its own copy), so the
@@ -66,11 +66,11 @@ def direct_generate(cfg, prompts):
 def ray_generate(cfg, prompts):
     import ray
 
-    from s1ray.models.generation import generate_dataset
+    from s1ray.models.batch_llm import generate_column
 
     rows = [{"i": i, "prompt": p} for i, p in enumerate(prompts)]
     t0 = time.perf_counter()
-    out = generate_dataset(ray.data.from_items(rows), cfg, "prompt", "gen").take_all()
+    out = generate_column(ray.data.from_items(rows), cfg, "prompt", "gen").take_all()
     total = time.perf_counter() - t0
     return sum(int(r["gen_tokens"]) for r in out), total
 
@@ -79,11 +79,11 @@ def ray_startup(cfg, prompt):
     """Actor start-up + model load + one token: the fixed cost of the Ray path."""
     import ray
 
-    from s1ray.models.generation import generate_dataset
+    from s1ray.models.batch_llm import generate_column
 
     one = cfg.model_copy(update={"max_new_tokens": 1})
     t0 = time.perf_counter()
-    generate_dataset(ray.data.from_items([{"prompt": prompt}]), one, "prompt", "gen").take_all()
+    generate_column(ray.data.from_items([{"prompt": prompt}]), one, "prompt", "gen").take_all()
     return time.perf_counter() - t0
 
 
