@@ -46,6 +46,7 @@ class Written:
     parts: int
     kept: int
     counts: pa.Table  # rows per (count_by columns), summed over parts
+    resorted: bool = False  # the blocks came back interleaved and were sorted, then written again
 
 
 def _part_name(first: int, ext: str) -> str:
@@ -159,4 +160,5 @@ def write_ordered(ds: Any, folder: str | Path, *, batch_rows: int | None = None,
         counts = counts.sort_by("first_row").drop_columns(["first_row"])
     else:
         counts = pa.table({c: pa.array([], pa.string()) for c in count_by} | {"rows": pa.array([], pa.int64())})
-    return Written(rows=sum(p[2] for p in parts), parts=len(parts), kept=n_kept, counts=counts)
+    return Written(rows=sum(p[2] for p in parts), parts=len(parts), kept=n_kept, counts=counts,
+                   resorted=attempt > 0)

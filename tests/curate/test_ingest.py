@@ -105,3 +105,19 @@ def test_cli_reports_a_broken_file_in_one_line(ray_local, tmp_path, capsys):
     assert main(["curate", "--config", str(config)]) == 1
     err = capsys.readouterr().err
     assert "cut.jsonl.gz" in err and "Traceback" not in err
+
+
+def test_write_ordered_sorts_blocks_that_interleave(ray_local, tmp_path):
+    import pyarrow as pa
+
+    from s1ray.io.writers import write_ordered
+
+    a = pa.table({"row_index": [0, 1, 2, 3, 4, 10, 11, 12, 13, 14], "keep": [True] * 10})
+    b = pa.table({"row_index": [5, 6, 7, 8, 9], "keep": [False, True, False, True, False]})
+    written = write_ordered(ray_local.data.from_arrow([a, b]), tmp_path / "pool.parquet", batch_rows=10,
+                            kept_jsonl=tmp_path / "kept.jsonl")
+    assert pq.read_table(tmp_path / "pool.parquet")["row_index"].to_pylist() == list(range(15))
+    assert written.rows == 15 and written.kept == 12 and written.resorted
+    kept = [json.loads(x)["row_index"] for x in open(tmp_path / "kept.jsonl")]
+    assert kept == [0, 1, 2, 3, 4, 6, 8, 10, 11, 12, 13, 14]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.jsonl", "pool.parquet"]  # no temporaries left
