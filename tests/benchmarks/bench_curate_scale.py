@@ -115,13 +115,17 @@ def worker(pool: str, out: str, num_cpus: int) -> dict:
     phase = ["other"]
     peak: dict[str, float] = {}  # driver RSS peak (MB) per phase, sampled every 50 ms
 
-    def rss_mb() -> float:
+    def rss_mb() -> tuple[float, float]:
+        """(RSS, private RSS) in MB: RSS also counts object-store pages the driver has mapped."""
         with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+            kb = {line.split(":")[0]: int(line.split()[1]) for line in f if line.startswith(("VmRSS", "RssAnon"))}
+        return kb["VmRSS"] / 1024, kb["RssAnon"] / 1024
 
     def sample() -> None:
         while True:
-            peak[phase[-1]] = max(peak.get(phase[-1], 0.0), rss_mb())
+            rss, anon = rss_mb()
+            peak[phase[-1]] = max(peak.get(phase[-1], 0.0), rss)
+            peak["private (RssAnon), all phases"] = max(peak.get("private (RssAnon), all phases", 0.0), anon)
             time.sleep(0.05)
 
     threading.Thread(target=sample, daemon=True).start()
