@@ -72,7 +72,8 @@ def setup_logging(verbose: bool = False) -> None:
         handler.setFormatter(logging.Formatter("[s1ray] %(message)s"))
         log.addHandler(handler)
     log.setLevel(logging.DEBUG if is_verbose() else logging.INFO)
-    log.propagate = False
+    # Records still propagate: the root logger has no handler in a command (nothing is printed
+    # twice), and tests' log capture keeps seeing s1ray's records.
 
 
 def ray_init_kwargs() -> dict[str, Any]:

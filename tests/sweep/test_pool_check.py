@@ -68,3 +68,21 @@ def test_partly_servable_sweep_warns_and_keeps_only_kept_rows(caplog):
 def test_nothing_kept_is_an_error():
     with pytest.raises(ConfigError, match=r"no usable rows \(3 read, none kept"):
         check_pool(pool(n=3, keep=[False] * 3), sweep("p.parquet", ["random"]))
+
+
+def test_relative_paths_are_resolved_on_the_driver(tmp_path, monkeypatch):
+    """Trials run in Tune's trial folder: the sweep ships absolute paths to them."""
+    from pathlib import Path
+
+    from s1ray.sweep.driver import absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    Path("bench.jsonl").write_text("{}\n")
+    Path("p.parquet").write_text("")
+    cfg = absolute_paths(sweep("p.parquet", ["random"]).model_copy(update={"storage_path": "outputs/sweeps"}))
+    assert cfg.storage_path == str(tmp_path / "outputs" / "sweeps") and cfg.pool == str(tmp_path / "p.parquet")
+    # b.jsonl does not exist here: left as written (it may be a path only the nodes have)
+    assert cfg.evaluate.benchmarks[0].path == "b.jsonl" and cfg.train.model == "tiny:tiny"
+    cfg = absolute_paths(cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={
+        "benchmarks": [cfg.evaluate.benchmarks[0].model_copy(update={"path": "bench.jsonl"})]})}))
+    assert cfg.evaluate.benchmarks[0].path == str(tmp_path / "bench.jsonl")
