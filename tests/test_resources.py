@@ -40,3 +40,19 @@ def test_who_can_grow(monkeypatch):
     monkeypatch.setattr(resources, "_cluster", {"started_locally": True, "autoscaling": False})
     assert cluster_can_grow() is False  # ray.autoscaling wins over the environment
     assert cluster_can_grow(True) is True
+
+
+def test_a_joined_cluster_can_grow_when_its_autoscaler_publishes_larger_node_types(monkeypatch):
+    import ray
+    from ray._private.state import state
+
+    monkeypatch.delenv(resources.AUTOSCALING_ENV, raising=False)
+    monkeypatch.setattr(resources, "_cluster", {"started_locally": False, "autoscaling": None})
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 0.0, "memory": 1e9})
+    monkeypatch.setattr(state, "get_max_resources_from_cluster_config", lambda: {"CPU": 64, "GPU": 16})
+    assert cluster_can_grow() is True
+    assert resources.cluster_capacity() == {"CPU": 64.0, "GPU": 16.0}  # the sweep sizes against this
+    monkeypatch.setattr(state, "get_max_resources_from_cluster_config", lambda: None)  # autoscaler v1 / none
+    assert cluster_can_grow() is False
+    assert resources.cluster_capacity() == {"CPU": 0.0, "memory": 1e9}
