@@ -100,8 +100,9 @@ def make_record(
 
 
 def to_table(records: list[dict[str, Any]]) -> pa.Table:
-    """Records -> Arrow table with the canonical schema (column order fixed)."""
-    return pa.Table.from_pylist(records, schema=SCHEMA)
+    """Records -> Arrow table with the canonical schema (column order fixed); missing keys are
+    null. Built column by column: ~2x faster than ``Table.from_pylist`` (it runs per read shard)."""
+    return pa.Table.from_arrays([pa.array([r.get(f.name) for r in records], f.type) for f in SCHEMA], schema=SCHEMA)
 
 
 def primary_thinking(row: dict[str, Any]) -> str:
