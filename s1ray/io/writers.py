@@ -26,9 +26,10 @@ def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path, atomic: bool =
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp") if atomic else path
     n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
+    encode = json.JSONEncoder(ensure_ascii=False, default=_default).encode  # one encoder: json.dumps
+    with open(tmp, "w", encoding="utf-8") as f:                             # with options makes one per row
         for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False, default=_default) + "\n")
+            f.write(encode(row) + "\n")
             n += 1
     if atomic:
         os.replace(tmp, path)
