@@ -94,8 +94,8 @@ def detect_format(spec: SourceConfig) -> str:
 
 _COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
 _BOM = b"\xef\xbb\xbf"
-SHARD_BYTES = 32 << 20  # plain JSONL files larger than this are read by several tasks
-SHARD_ROWS = 65_536  # Parquet row groups are grouped into shards of about this many rows
+SHARD_BYTES = 8 << 20  # plain JSONL files larger than this are read by several tasks (~8K rows of math text)
+SHARD_ROWS = 16_384  # Parquet row groups are grouped into shards of about this many rows
 
 
 def compression_of(path: str | Path) -> str | None:
