@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 from s1ray.config import RayConfig
@@ -29,6 +30,7 @@ def init_ray(cfg: RayConfig | None = None) -> None:
 
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True, **ray_init_kwargs())
+        logging.getLogger(__name__).info("joined the Ray cluster at %s", address)
     else:
         ray.init(
             address="local",
@@ -37,6 +39,8 @@ def init_ray(cfg: RayConfig | None = None) -> None:
             runtime_env=runtime_env,
             **ray_init_kwargs(),
         )
+        logging.getLogger(__name__).info("started a private local Ray instance (%d CPUs)",
+                                         int(ray.cluster_resources().get("CPU", 0)))
     after_ray_init()
 
 
