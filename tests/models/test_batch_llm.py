@@ -349,16 +349,3 @@ def test_vllm_solver_columns_and_token_counts(vllm_scored):
     print(f"vLLM scoring (3 engines in turn): {seconds:.1f} s")
 
 
-
-def test_generate_column_on_the_hf_actor_pool(ray_local):
-    """Plain prompt -> text generation through the one entry point (backend hf: an actor pool)."""
-    from s1ray.models.batch_llm import generate_column
-    from s1ray.models.generation import GenerationConfig
-
-    cfg = GenerationConfig(model="tiny:tiny", max_new_tokens=3, batch_size=2, num_cpus=0.5)
-    rows = [{"i": i, "prompt": f"Count to {i}."} for i in range(3)]
-    out = sorted(generate_column(ray_local.data.from_items(rows), cfg, "prompt", "gen").take_all(), key=lambda r: r["i"])
-    assert [r["i"] for r in out] == [0, 1, 2]
-    assert all(0 < r["gen_tokens"] <= 3 and r["gen_finish"] in ("stop", "length") for r in out)
-    with pytest.raises(Exception, match="column 'nope' not in batch"):
-        generate_column(ray_local.data.from_items(rows), cfg, "nope", "gen").take_all()

@@ -12,7 +12,7 @@ import pytest
 from loopback import LoopbackServer
 
 from s1ray.models.generation import (EndpointConfig, Generation, GenerationConfig, HFGenerator, OpenAIGenerator,
-                                     RateLimiter, generate_dataset, make_generator)
+                                     RateLimiter, make_generator)
 
 SECRET = "sk-test-DO-NOT-LEAK-9f8e7d"
 
@@ -202,15 +202,19 @@ def test_rate_limiter_spacing():
 
 # --- Ray Data actor pool --------------------------------------------------------------------
 
-def test_generate_dataset_actor_pool_matches_direct(ray_local, hf):
+def test_generate_column_actor_pool_matches_direct(ray_local, hf):
     import ray
+
+    from s1ray.models.batch_llm import generate_column
 
     prompts = [f"question {i}" for i in range(7)]
     cfg = GenerationConfig(model="tiny:tiny", max_new_tokens=5, batch_size=3, concurrency=1, num_cpus=0.5)
     ds = ray.data.from_items([{"id": i, "prompt": p} for i, p in enumerate(prompts)])
-    rows = sorted(generate_dataset(ds, cfg, "prompt", "gen").take_all(), key=lambda r: r["id"])
+    rows = sorted(generate_column(ds, cfg, "prompt", "gen").take_all(), key=lambda r: r["id"])
     direct = make_generator(cfg).generate(prompts)
     assert [r["gen_text"] for r in rows] == [g.text for g in direct]
     assert [r["gen_tokens"] for r in rows] == [5] * 7
     assert {r["gen_finish"] for r in rows} == {"length"}
     assert [r["prompt"] for r in rows] == prompts
+    with pytest.raises(Exception, match="column 'nope' not in batch"):
+        generate_column(ds, cfg, "nope", "gen").take_all()
