@@ -81,7 +81,7 @@ def _load_model(cfg: TrainConfig, ds_config: dict, dtype: str, vocab_size: int, 
     from s1ray.models.loading import build_tiny_model, load_model
 
     hf_ds_config = None
-    if cfg.deepspeed.zero_stage == 3:
+    if ds_config["zero_optimization"]["stage"] == 3:
         # zero.Init patches torch.Tensor.__new__; torch._dynamo (imported lazily by transformers'
         # masking utils) fails to import under that patch, so import it first.
         import torch._dynamo  # noqa: F401
@@ -276,6 +276,9 @@ class SFTRecipe:
             engine.backward(loss * self.micro_per_step)  # DeepSpeed averages over accumulation and ranks
             for h in self.hooks:
                 self.metrics.update(h.after_backward(step + 1, k, len(mine)))
+            if k == len(mine) - 1 and engine.zero_optimization_stage() == 0:  # ZeRO reports it; without, measure
+                self._norm = float(torch.nn.utils.get_total_norm(
+                    [p.grad for p in engine.module.parameters() if p.grad is not None]))
             engine.step()
             local_loss += float(loss.detach())
             local_tokens += sum(self.lengths[i] for i in mb)
@@ -287,7 +290,13 @@ class SFTRecipe:
         return StepRecord(step=step + 1, rank=self.rank, loss=float(stats[0]), tokens=local_tokens,
                           step_tokens=int(stats[1]),
                           examples=[[self.rows["example_ids"][i] for i in mb] for mb in mine], lr=lr,
-                          grad_norm=float(engine.get_global_grad_norm() or 0.0))
+                          grad_norm=self._grad_norm())
+
+    def _grad_norm(self) -> float:
+        """The step's gradient norm before clipping (ZeRO computes it; without ZeRO, step() does)."""
+        if self.engine.zero_optimization_stage() == 0:
+            return self._norm
+        return float(self.engine.get_global_grad_norm() or 0.0)
 
     def _batch(self, mb: list[int]) -> dict[str, Any]:
         import torch

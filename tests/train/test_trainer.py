@@ -243,6 +243,27 @@ def test_model_only_checkpoints_resume_weights_and_position(reference, work, s1k
     assert not list(ckpt.rglob("*optim_states*")) and not (ckpt / "ds").exists()
 
 
+def test_single_worker_runs_without_zero_resumes_exactly_and_matches_plain_loop(work, s1k_module_file):
+    """One float32 worker has nothing to partition: the engine runs without ZeRO (the benchmark's
+    1-worker case); its checkpoint resumes exactly and every step's loss is a plain PyTorch loop's."""
+    from plain_loop import plain_run
+
+    name = "one-worker"
+    trace = work["root"] / f"trace-{name}"
+    fail_step = CKPT_EVERY + 1
+    cfg = config(work, s1k_module_file, name, num_workers=1, max_failures=1)
+    result = fit(cfg, StepTrace(str(trace)), FailOnce(fail_step, str(work["root"] / f"{name}.marker")))
+    assert result.error is None and result.metrics["step"] == result.metrics["total_steps"]
+    assert step_counts(trace)[fail_step] == 2
+    assert 0 < result.metrics["grad_norm"] < float("inf")
+    ckpt = next(p for n, p in checkpoint_dirs(work["root"] / "runs" / name).items() if n.startswith("checkpoint_"))
+    assert list(ckpt.rglob("mp_rank_00_model_states.pt")) and not list(ckpt.rglob("zero_pp_rank_*"))  # no ZeRO
+    got = read_trace(trace)
+    recs = plain_run(cfg)
+    assert len(recs) == result.metrics["total_steps"]
+    assert [got[(r["step"], 0)]["loss"] for r in recs] == pytest.approx([r["loss"] for r in recs], rel=1e-4)
+
+
 def test_zero3_cannot_evaluate_during_training(work, s1k_module_file):
     cfg = config(work, s1k_module_file, "z3-eval", deepspeed={"zero_stage": 3})
     with pytest.raises(ValueError, match="zero_stage to 2 or lower"):
