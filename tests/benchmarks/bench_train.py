@@ -3,9 +3,11 @@
     .venv/bin/python tests/benchmarks/bench_train.py --out /tmp/bench_train
 
 1. Throughput: the same model and the very same batches (the trainer's own rows and batch
-   plan) through (a) a plain single-process PyTorch loop with 2 threads, (b) Ray Train +
-   DeepSpeed ZeRO-2 with 1 worker (2 threads), (c) with 2 workers (1 thread each). Tokens/s
-   is measured from step 2 to the last step (the first step pays one-off allocations).
+   plan, schedule and AdamW; tests/train/plain_loop.py) through (a) a plain single-process
+   PyTorch loop with 2 threads, (b) Ray Train + DeepSpeed with 1 worker (2 threads; one float32
+   worker runs the engine without ZeRO), (c) ZeRO-2 with 2 workers (1 thread each). Tokens/s
+   is measured from step 2 to the last step (the first step pays one-off allocations); the
+   losses of every path are compared step by step.
 2. Non-padding fraction with naive padding, length grouping and packing, on the token
    lengths of a real question set (MATH solutions, ../shared/data) or, when that is
    absent, a log-normal stand-in.
@@ -183,9 +185,15 @@ def table(r: dict, out: Path) -> None:
     print("\n== bench_train (shared, noisy 2-CPU machine; load avg", r["machine"]["load_avg_start"], ") ==")
     if "plain" in r:
         print(f"{'path':28s} {'tokens/s':>9s} {'x plain':>8s}")
-        for k, label in (("plain", "plain PyTorch (2 threads)"), ("ray_1w", "Ray+DS ZeRO-2, 1 worker"),
+        for k, label in (("plain", "plain PyTorch (2 threads)"), ("ray_1w", "Ray+DS, 1 worker (no ZeRO)"),
                          ("ray_2w", "Ray+DS ZeRO-2, 2 workers")):
             print(f"{label:28s} {r[k]['tokens_per_s']:9.1f} {r[k]['tokens_per_s'] / r['plain']['tokens_per_s']:8.2f}")
+        for k in ("ray_1w", "ray_2w"):
+            diff = max(abs(a - b) / abs(b) for a, b in zip(r[k]["losses"], r["plain"]["losses"]))
+            print(f"{k}: max relative loss difference vs plain over {len(r['plain']['losses'])} steps: {diff:.1e}")
+        print(f"SUMMARY ratio 1 worker {r['speed_ratio_1w']:.2f}x, 2 workers {r['speed_ratio_2w']:.2f}x "
+              f"(target >= 0.85x at 1 worker); load avg start {r['machine']['load_avg_start'][0]:.1f}, "
+              f"end {r['machine']['load_avg_end'][0]:.1f}")
     if "padding" in r:
         print("non-padding fraction:", {k: round(v, 3) for k, v in r["padding"].items() if isinstance(v, float)})
     if "mem_plain" in r:
