@@ -41,6 +41,9 @@ class DeepSpeedSection(StrictModel):
     optimizer: Literal["auto", "torch", "deepspeed"] = "auto"  # auto: torch AdamW on CPU without offload
     reduce_bucket_size: int = 50_000_000
     overlap_comm: bool | None = None  # None: on with GPUs, off on CPU
+    # one float32 worker without offload runs the engine without ZeRO (nothing to partition);
+    # true keeps zero_stage there too (e.g. to measure ZeRO's own memory at one rank)
+    zero_with_one_worker: bool = False
 
     @model_validator(mode="after")
     def _offload_params_needs_zero3(self) -> "DeepSpeedSection":

@@ -42,7 +42,8 @@ def engine_zero_stage(cfg: TrainConfig, dtype: str) -> int:
     10.07 CPU-s per step; without ZeRO 9.95). bf16 keeps ZeRO (its fp32 master weights live there).
     """
     ds = cfg.deepspeed
-    if cfg.num_workers == 1 and not (ds.offload_optimizer or ds.offload_params) and dtype == "float32":
+    if (cfg.num_workers == 1 and not (ds.offload_optimizer or ds.offload_params) and dtype == "float32"
+            and not ds.zero_with_one_worker):
         return 0
     return ds.zero_stage
 

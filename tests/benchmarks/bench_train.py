@@ -165,8 +165,9 @@ def main() -> int:
         results["mem_plain"] = plain_run(train_config(mem_data, out, args.model, 128, 4, 1, 2), measure_memory=True)
         init_ray(RayConfig(num_cpus=2))
         # one DeepSpeed rank holding everything (fp32 master copy included), for the second baseline
-        results["mem_ds_1rank"] = ray_run(train_config(mem_data, out, args.model, 128, 4, 1, 2), "mem-1rank", out,
-                                          measure_memory=True)
+        one_rank = train_config(mem_data, out, args.model, 128, 4, 1, 2,
+                                deepspeed={"zero_stage": 2, "zero_with_one_worker": True})
+        results["mem_ds_1rank"] = ray_run(one_rank, "mem-1rank", out, measure_memory=True)
         for s in (2, 3):
             results[f"mem_zero{s}"] = ray_run(cfg_m[s], f"mem-zero{s}", out, measure_memory=True)
             print(f"zero{s}", results[f"mem_zero{s}"]["tensor_bytes_per_rank"], flush=True)

@@ -20,6 +20,8 @@ def test_one_float32_worker_runs_without_zero_everything_else_keeps_its_stage():
     assert build_ds_config(cfg(num_workers=1), "float32")["zero_optimization"] == {"stage": 0}
     assert engine_zero_stage(cfg(num_workers=2, deepspeed={"zero_stage": 2}), "float32") == 2
     assert engine_zero_stage(cfg(num_workers=1, deepspeed={"zero_stage": 2}), "bfloat16") == 2
+    assert engine_zero_stage(cfg(num_workers=1, deepspeed={"zero_stage": 2, "zero_with_one_worker": True}),
+                             "float32") == 2
     offload = {"zero_stage": 3, "offload_optimizer": True, "optimizer": "deepspeed"}
     assert engine_zero_stage(cfg(num_workers=1, deepspeed=offload), "float32") == 3
 
