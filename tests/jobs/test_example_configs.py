@@ -7,8 +7,9 @@ training worker, one trial. Configs that feed each other run in order and share 
 (curate -> select -> sweep; train -> evaluate); the cluster/32B configs write to
 ``$S1RAY_STORAGE`` (a local folder here) and read hub datasets from local stand-ins.
 
-The working folder has ``../shared/data`` beside it (trimmed copies of the reference data the
-configs name), so the configs' relative paths resolve as they do from the repository root.
+The working folder has ``../shared/data`` beside it (generated stand-ins in each file's real
+schema, so the test never depends on the reference data), so the configs' relative paths resolve
+as they do from the repository root.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from s1ray.configs import config_dir
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "jobs" / "configs"
-SHARED = REPO.parent / "shared" / "data"
 pytestmark = pytest.mark.slow
 
 TINY_GEN = "{backend: hf, model: 'tiny:tiny', max_new_tokens: 8, batch_size: 8, num_cpus: 0.5, engine_kwargs: {}}"
@@ -122,23 +122,54 @@ def test_packaged_configs_are_the_repository_configs():
     assert not stale, f"s1ray/configs/ differs from jobs/configs/ for {stale}: cp jobs/configs/*.yaml s1ray/configs/"
 
 
-def _trim(src: Path, dest: Path, rows: slice) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    lines = src.read_text(encoding="utf-8").splitlines()[rows]
-    dest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+def _jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def write_shared_stand_ins(shared: Path, n: int = 12) -> None:
+    """``shared/data`` as the configs expect it (each file in its real schema), generated: the
+    tests never depend on the reference data. Every question is distinct and passes the rules."""
+    def q(i: int, k: int, topic: str) -> tuple[str, int]:
+        a, b = 7 * k + i + 3, 11 * i + k + 5
+        return f"A {topic} has {a} red and {b} blue marbles in box {k}-{i}. How many marbles are there in all?", a + b
+
+    pool, ev = shared / "data" / "pool", shared / "data" / "eval"
+    rows = {f: [q(i, k, f) for i in range(n)] for k, f in enumerate(
+        ["college", "gaokao", "gsm8k", "math", "minerva", "mmlu", "olympiad", "math500", "aime", "amc"])}
+    _jsonl(pool / "college_math.jsonl", [{"data_source": "college_math.algebra", "question_number": f"ex.{i}",
+                                          "question": t, "answer": f"${v}$", "license": "CC BY 3.0",
+                                          "data_topic": "college_math.algebra"} for i, (t, v) in enumerate(rows["college"])])
+    _jsonl(pool / "gaokao2023en.jsonl", [{"source": f"2023/{i:02d}Q.en", "question": t, "lang": "en", "answer": f"${v}$"}
+                                         for i, (t, v) in enumerate(rows["gaokao"])])
+    _jsonl(pool / "gsm8k_train.jsonl", [{"question": t, "answer": f"Add the two counts.\n#### {v}"} for t, v in rows["gsm8k"]])
+    _jsonl(pool / "math_test.jsonl", [{"problem": t, "level": "Level 2", "type": "Prealgebra",
+                                       "solution": f"Adding the two colours gives $\\boxed{{{v}}}$.", "idx": str(i)}
+                                      for i, (t, v) in enumerate(rows["math"])])
+    _jsonl(pool / "minerva_math.jsonl", [{"problem": t, "solution": f"The total is $\\boxed{{{v}}}$.",
+                                          "type": "Arithmetic", "idx": i} for i, (t, v) in enumerate(rows["minerva"])])
+    _jsonl(pool / "mmlu_stem.jsonl", [{"question": t, "type": "elementary_mathematics",
+                                       "choices": [str(v - 1), str(v), str(v + 1), str(v + 2)], "answer": 1}
+                                      for t, v in rows["mmlu"]])
+    _jsonl(pool / "olympiadbench.jsonl", [{"id": i, "subfield": "Combinatorics", "context": None, "question": t,
+                                           "solution": [f"Count both colours: {v}."], "final_answer": [str(v)],
+                                           "is_multiple_answer": False, "unit": None, "answer_type": "Numerical",
+                                           "error": None} for i, (t, v) in enumerate(rows["olympiad"])])
+    _jsonl(ev / "math500.jsonl", [{"problem": t, "solution": f"$\\boxed{{{v}}}$", "answer": str(v),
+                                   "subject": "Prealgebra", "level": 1, "unique_id": f"test/prealgebra/{i}.json"}
+                                  for i, (t, v) in enumerate(rows["math500"])])
+    _jsonl(ev / "aime24.jsonl", [{"id": i, "problem": t, "solution": f"$\\boxed{{{v}}}$", "answer": str(v),
+                                  "url": "https://example.org", "question": t} for i, (t, v) in enumerate(rows["aime"])])
+    _jsonl(ev / "amc23.jsonl", [{"id": i, "problem": t, "answer": float(v), "url": "https://example.org", "question": t}
+                                for i, (t, v) in enumerate(rows["amc"])])
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """A folder to run from, with ../shared/data (trimmed) beside it and $S1RAY_STORAGE inside it."""
-    if not (SHARED / "pool" / "math_test.jsonl").exists():
-        pytest.skip(f"the example configs read the reference data beside the repository ({SHARED})")
+    """A folder to run from, with ../shared/data (generated stand-ins) beside it and $S1RAY_STORAGE inside it."""
     root = tmp_path_factory.mktemp("examples")
     shared = root / "shared"
-    for f in sorted((SHARED / "pool").glob("*.jsonl")):
-        _trim(f, shared / "data" / "pool" / f.name, slice(100, 112))  # not MATH-500's first problems
-    for f in sorted((SHARED / "eval").glob("*.jsonl")):
-        _trim(f, shared / "data" / "eval" / f.name, slice(0, 10))
+    write_shared_stand_ins(shared)
     toy = []
     for line in (shared / "data" / "pool" / "math_test.jsonl").read_text().splitlines()[:6]:
         r = json.loads(line)
