@@ -31,7 +31,6 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from s1ray.cluster import init_ray
 from s1ray.curate import dedup, funnel
@@ -44,7 +43,7 @@ from s1ray.io.readers import SourceConfig, SourceError
 from s1ray.io.writers import write_jsonl, write_ordered
 from s1ray.records import SCHEMA
 
-CACHE_VERSION = "rules-v4"  # bump when a stage's scoring logic changes
+CACHE_VERSION = "rules-v5"  # bump when a stage's scoring logic or its stored layout changes
 
 
 def pool_columns() -> dict[str, str]:
@@ -117,26 +116,23 @@ def score_pool(ds, cfg: CurateConfig, cache_dir: Path | None = None, upstream: s
         t0 = time.perf_counter()
         done = cache_dir / f"{stage.name}-{key}" if cache_dir else None
         if done is not None and (done / "_SUCCESS").exists():
-            # Read on the driver: no read tasks to spawn, and stage outputs are pool-sized.
-            ds = to_dataset(pq.read_table(done / "data").sort_by("row_index"), cfg.batch_size)
+            # One read task per part, in row order: the pool never passes through the driver.
+            ds = ingest.read_parts(done / "data")
             info[stage.name] = {"status": "reused", "key": key, "seconds": 0.0}
             log(f"[curate] stage {stage.name}: reusing {done}")
             continue
         table, extra = run_resumable(stage, ds, cfg, done, log) if done and stage.resumable(cfg) else (None, {})
         if table is not None:  # saved block by block; now stored whole like any other stage
-            shutil.rmtree(done / "data", ignore_errors=True)  # a copy half-written before a kill
-            (done / "data").mkdir(parents=True)
-            pq.write_table(table, done / "data" / "part-0.parquet")
+            ds = to_dataset(table, cfg.batch_size)
+            write_ordered(ds, done / "data")  # replaces a copy half-written before a kill
             (done / "_SUCCESS").write_text(key)
             shutil.rmtree(done / "parts", ignore_errors=True)  # its rows are in data/ now
-            ds = to_dataset(table, cfg.batch_size)
         else:
             ds = run_stage(stage, ds, cfg)
             if done is not None:  # without a cache the lazy plan continues and Ray fuses the maps
                 ds = ds.materialize()
-                if done.exists():
-                    shutil.rmtree(done)
-                ds.write_parquet(str(done / "data"))
+                (done / "_SUCCESS").unlink(missing_ok=True)
+                write_ordered(ds, done / "data")  # parts in row order, read back by ingest.read_parts
                 (done / "_SUCCESS").write_text(key)
         info[stage.name] = {"status": "computed", "key": key, "seconds": round(time.perf_counter() - t0, 2), **extra}
         log(f"[curate] stage {stage.name}: computed in {info[stage.name]['seconds']} s")
