@@ -13,7 +13,6 @@ every job runs as its own driver process, as ``ray job submit`` would run it.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

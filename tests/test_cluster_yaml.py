@@ -278,7 +278,7 @@ def test_initialization_commands_run_and_leave_storage_closed(tmp_path):
         assert out.returncode == 0, (cmd, out.stderr)
     calls = log.read_text()
     storage = root / "mnt" / "s1ray"
-    assert f"sudo mount -t nfs4" in calls and f"fs-0123456789abcdef0.efs.us-west-2.amazonaws.com:/ {storage}" in calls
+    assert "sudo mount -t nfs4" in calls and f"fs-0123456789abcdef0.efs.us-west-2.amazonaws.com:/ {storage}" in calls
     assert f"sudo chown 1000:100 {storage}" in calls
     assert oct(storage.stat().st_mode & 0o777) == "0o750"
     assert {p.name for p in storage.iterdir()} == {"runs", "logs"}

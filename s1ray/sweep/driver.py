@@ -467,8 +467,6 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
     out = sweep_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep_config.yaml").write_text(dump_config(cfg))
-    import ray
-
     from s1ray.resources import cluster_capacity
 
     n_concurrent = concurrent_trials(cfg, cluster_capacity(), n_trials=len(trial_grid(cfg)))

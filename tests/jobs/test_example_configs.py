@@ -247,7 +247,21 @@ def _check_sweep(summary, name):
 
 
 def _check_pipeline(summary, name):
-    assert Path(summary["report"]).exists()
+    """The whole recipe, chained through storage: accounting, subset, a loadable model, samples
+    within budget, a report with every section and the training curve."""
+    out = Path(summary["report"]).parent
+    full = json.loads((out / "pipeline_summary.json").read_text())
+    curate = full["curate"]
+    assert curate["accounting"]["ok"] and curate["kept"] > 0
+    assert 0 < full["select"]["size"] <= curate["kept"] and Path(full["select"]["paths"]["parquet"]).exists()
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(full["train"]["model_dir"]) is not None
+    samples = [json.loads(line) for line in open(full["evaluate"]["paths"]["samples"])]
+    assert samples and all(s["thinking_tokens"] <= s["budget"] for s in samples if s.get("method") == "budget_forcing")
+    report = Path(summary["report"]).read_text()
+    assert all(h in report for h in ("Curation funnel", "Selection", "Training", "Evaluation"))
+    assert (out / "training_curve.png").exists()
 
 
 CHECKS = {"curate": _check_curate, "select": _check_select, "train": _check_train, "evaluate": _check_evaluate,
