@@ -61,8 +61,3 @@ class Stage:
     def enabled(self, cfg: Any) -> bool:
         section = self.section(cfg)
         return section is not None and bool(getattr(section, "enabled", True))
-
-
-def one_reason(name: str, reason: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    """The common verdict shape: one drop stage, one reason per row."""
-    return [(name, reason)]
