@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
@@ -179,8 +180,13 @@ def decontam_features(batch: pa.Table, index: EvalIndex, cfg: DecontamConfig) ->
         found = ~np.isnan(where.astype(float))
         vals = np.array([index.exact_ids[k] for k in keys], np.int64)
         exact[found] = vals[where[found].astype(np.int64)]
-    return pa.table({"row_index": batch["row_index"], "id": batch["id"], "matched": matched,
-                     "exact_mask": pa.array(exact)})
+    # Only rows that match something go to the driver, with a 64-bit hash of their id (the pool
+    # document frequency counts distinct questions), not the id string.
+    some = np.flatnonzero((counts > 0) | (exact != 0))
+    ids = np.asarray(batch["id"].to_numpy(zero_copy_only=False), object)
+    return pa.table({"row_index": batch["row_index"].take(pa.array(some)),
+                     "id_key": pa.array(pd.util.hash_array(ids[some]) if len(some) else np.zeros(0, np.uint64)),
+                     "matched": matched.take(pa.array(some)), "exact_mask": pa.array(exact[some])})
 
 
 def _copies(row_of: np.ndarray, flat: np.ndarray, index: EvalIndex, n_total: int, fraction: float) -> np.ndarray:
@@ -223,7 +229,7 @@ def find_contamination(feats: pa.Table, index: EvalIndex, cfg: DecontamConfig, n
         copies = _copies(row_of, flat, index, n_total, cfg.copy_fraction)
         # Pool document frequency of each matched n-gram, over distinct questions that are not
         # copies of an evaluation problem (so copies can never make their own n-grams "common").
-        _, id_codes = np.unique(np.asarray(feats["id"].to_numpy(zero_copy_only=False)), return_inverse=True)
+        id_codes, _ = pd.factorize(feats["id_key"].to_numpy())
         id_of = np.repeat(id_codes, lens)
         counted = copies[row_of] == 0 if len(flat) else np.zeros(0, bool)
         if counted.any():
@@ -256,10 +262,14 @@ def find_contamination(feats: pa.Table, index: EvalIndex, cfg: DecontamConfig, n
 
 
 def attach_decontam(batch: pa.Table, labels: np.ndarray, ngrams: np.ndarray, exact: np.ndarray) -> pa.Table:
+    """The global step's arrays cover row_index up to the last row that matched anything."""
     ri = batch["row_index"].to_numpy()
-    batch = batch.append_column("contam_benchmarks", pa.array(labels[ri], pa.string()))
-    batch = batch.append_column("contam_ngrams", pa.array(ngrams[ri]))
-    return batch.append_column("contam_exact", pa.array(exact[ri]))
+    seen = ri < len(labels)
+    at = np.where(seen, ri, 0)
+    pick = (lambda a, empty: np.where(seen, a[at], empty)) if len(labels) else (lambda a, empty: np.full(len(ri), empty))
+    batch = batch.append_column("contam_benchmarks", pa.array(pick(labels, ""), pa.string()))
+    batch = batch.append_column("contam_ngrams", pa.array(pick(ngrams, 0).astype(np.int32)))
+    return batch.append_column("contam_exact", pa.array(pick(exact, False).astype(bool)))
 
 
 def score_decontam(ds, cfg: Any, index: EvalIndex | None = None):
@@ -271,6 +281,9 @@ def score_decontam(ds, cfg: Any, index: EvalIndex | None = None):
     ds = ds.materialize()
     feats = collect(ds.map_batches(decontam_features, fn_kwargs={"index": index, "cfg": cfg.decontam},
                                    batch_format="pyarrow", batch_size=cfg.batch_size))
+    if not feats.num_rows:  # no row matched anything
+        feats = pa.table({"row_index": pa.array([], pa.int64()), "id_key": pa.array([], pa.uint64()),
+                          "matched": pa.array([], pa.list_(pa.int64())), "exact_mask": pa.array([], pa.int64())})
     n_total = int(feats["row_index"].to_numpy().max()) + 1 if feats.num_rows else 0
     found = find_contamination(feats, index, cfg.decontam, n_total)
     return ds.map_batches(attach_decontam, fn_kwargs={"labels": found["labels"], "ngrams": found["ngrams"],

@@ -137,8 +137,7 @@ def _band_pairs(sig: np.ndarray, bands: int):
     """LSH bucket keys, one band at a time: yields (keys, rows) with the band mixed into the key.
 
     Rows sharing a key are candidates; buckets come from hashing (pandas.factorize, O(n)) in
-    :func:`_candidate_pairs`, not sorting. One band at a time keeps the driver's peak memory at a
-    few arrays of n values.
+    :func:`_key_pairs`, not sorting.
     """
     n, p = sig.shape
     r = p // bands
@@ -176,34 +175,6 @@ def _pair_keys(pairs: np.ndarray, n: int) -> np.ndarray:
     return np.unique(np.minimum(pairs[:, 0], pairs[:, 1]) * n + np.maximum(pairs[:, 0], pairs[:, 1]))
 
 
-def _candidate_pairs(keys: np.ndarray, rows: np.ndarray, n: int, f: dict[str, np.ndarray],
-                     cfg: DedupConfig) -> np.ndarray:
-    """Pairs of rows sharing a bucket key, with the equality tests of :func:`confirm` folded in.
-
-    A bucket is split by math key and options first, so a sibling exercise that happens to be a
-    bucket's first row never hides a rewording pair behind it. With the answer guard, rows with
-    the same answer are linked, and rows without an answer are linked to the bucket's first
-    answered row.
-    """
-    g = keys.astype(np.uint64)
-    with np.errstate(over="ignore"):
-        if cfg.math_aware:
-            g = text.mix64(g ^ f["math_key"][rows])
-        if cfg.choices_aware:
-            g = text.mix64(g + f["choices_key"][rows])
-        if not cfg.answer_guard:
-            return _key_pairs(g, rows, n)
-        ak = f["answer_key"][rows]
-        same_answer = _key_pairs(text.mix64(g ^ ak), rows, n)
-    codes, uniques = pd.factorize(g)
-    first_answered = np.full(len(uniques), n, np.int64)
-    answered = ak != 0
-    np.minimum.at(first_answered, codes[answered], rows[answered])
-    lone = ~answered & (first_answered[codes] < n)
-    to_answered = np.stack([first_answered[codes[lone]], rows[lone]], 1)
-    return np.concatenate([same_answer, to_answered])
-
-
 def confirm(a: np.ndarray, b: np.ndarray, sim: np.ndarray, by_edit: np.ndarray, f: dict[str, np.ndarray],
             cfg: DedupConfig) -> np.ndarray:
     """Which candidate pairs (a[i], b[i]) are rewordings of one question, not sibling exercises.
@@ -224,18 +195,125 @@ def confirm(a: np.ndarray, b: np.ndarray, sim: np.ndarray, by_edit: np.ndarray, 
     return good
 
 
-def _band_keys(feats: pa.Table, order: np.ndarray, cand: np.ndarray, cfg: DedupConfig):
-    """(keys, rows) per band for the rows ``cand`` (positions in row_index order), from the
-    tasks' ``band_keys`` column when present, else computed from the signatures."""
-    if "band_keys" not in feats.column_names:
-        sig = feats["sig"].combine_chunks().flatten().to_numpy().reshape(-1, cfg.num_perm)
-        yield from _band_pairs(sig[order[cand]], cfg.bands)
+def _band_columns(feats: pa.Table, rows: np.ndarray, cfg: DedupConfig):
+    """LSH bucket keys of ``rows`` (positions in ``feats``), one band at a time: from the tasks'
+    ``band_keys`` column when present, else computed from the signatures."""
+    if "band_keys" in feats.column_names:
+        keys = feats["band_keys"].combine_chunks().flatten().to_numpy().reshape(-1, max(cfg.bands, 1))
+        for b in range(cfg.bands):
+            yield keys[rows, b]
         return
-    keys = feats["band_keys"].combine_chunks().flatten().to_numpy().reshape(-1, max(cfg.bands, 1))
-    rows = np.arange(len(cand))
-    at = order[cand]
-    for b in range(cfg.bands):
-        yield keys[at, b], rows
+    sig = feats["sig"].combine_chunks().flatten().to_numpy().reshape(-1, cfg.num_perm)
+    for keys, _ in _band_pairs(sig[rows], cfg.bands):
+        yield keys
+
+
+def candidate_rows(feats: pa.Table, kind: np.ndarray, cfg: DedupConfig) -> tuple[np.ndarray, ...]:
+    """(group key, answer key, row_index, from_edit) for every (row, LSH band) and (row, one-edit
+    key) of ``feats`` that can make a candidate pair; rows already exact duplicates (``kind``,
+    indexed by row_index, != 0) take no part.
+
+    The group key is the bucket key with the math key and options mixed in, so a bucket is split
+    by them first (the equality tests of :func:`confirm`) and a sibling exercise that happens to be
+    a bucket's first row never hides a rewording pair behind it. Rows sharing a group key pair up
+    in :func:`candidate_keys`; groups never span two group keys, so the rows can be partitioned by
+    group key and paired in parallel (:func:`_shuffled_candidates`).
+    """
+    ri = feats["row_index"].to_numpy()
+    names = feats.column_names
+    none = np.zeros(len(ri), np.uint64)
+    mkey, ckey, akey = (feats[k].to_numpy() if k in names else none for k in ("math_key", "choices_key", "answer_key"))
+    live = kind[ri] == 0
+    keys, rows, edit = [np.zeros(0, np.uint64)], [np.zeros(0, np.int64)], [np.zeros(0, bool)]
+    if cfg.near and len(ri):
+        lsh = np.flatnonzero(live & (feats["n_shingles"].to_numpy() > 0))
+        for bkeys in _band_columns(feats, lsh, cfg):
+            keys.append(bkeys)
+            rows.append(lsh)
+            edit.append(np.zeros(len(lsh), bool))
+        if cfg.short_tokens and "edit_keys" in names:
+            ek = feats["edit_keys"].combine_chunks()
+            er = np.repeat(np.arange(len(ri)), pc.list_value_length(ek).to_numpy(zero_copy_only=False))
+            m = live[er]
+            keys.append(ek.flatten().to_numpy(zero_copy_only=False)[m])
+            rows.append(er[m])
+            edit.append(np.ones(int(m.sum()), bool))
+    g, r = np.concatenate(keys).astype(np.uint64), np.concatenate(rows)
+    with np.errstate(over="ignore"):
+        if cfg.math_aware:
+            g = text.mix64(g ^ mkey[r])
+        if cfg.choices_aware:
+            g = text.mix64(g + ckey[r])
+    return g, akey[r], ri[r], np.concatenate(edit)
+
+
+def _group_pairs(g: np.ndarray, ak: np.ndarray, rows: np.ndarray, n: int, cfg: DedupConfig) -> np.ndarray:
+    """Pairs of rows sharing a group key. With the answer guard, rows with the same answer are
+    linked, and rows without an answer are linked to the group's first answered row."""
+    if not cfg.answer_guard:
+        return _key_pairs(g, rows, n)
+    same_answer = _key_pairs(text.mix64(g ^ ak), rows, n)
+    codes, uniques = pd.factorize(g)
+    first_answered = np.full(len(uniques), n, np.int64)
+    answered = ak != 0
+    np.minimum.at(first_answered, codes[answered], rows[answered])
+    lone = ~answered & (first_answered[codes] < n)
+    to_answered = np.stack([first_answered[codes[lone]], rows[lone]], 1)
+    return np.concatenate([same_answer, to_answered])
+
+
+def candidate_keys(g: np.ndarray, ak: np.ndarray, rows: np.ndarray, edit: np.ndarray, n: int,
+                   cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted pair keys lo * n + hi of candidate pairs from LSH buckets and from one-edit keys
+    (the rows of :func:`candidate_rows`; one-edit pairs skip the Jaccard threshold)."""
+    return (_pair_keys(_group_pairs(g[~edit], ak[~edit], rows[~edit], n, cfg), n),
+            _pair_keys(_group_pairs(g[edit], ak[edit], rows[edit], n, cfg), n))
+
+
+def _partition_candidates(kind: np.ndarray, cfg: DedupConfig, parts: int, *blocks: pa.Table):
+    """Map side of the candidate shuffle: the candidate rows of some feature blocks, split by
+    group key into ``parts`` partitions."""
+    got = [candidate_rows(b, kind, cfg) for b in blocks if b.num_rows]
+    cols = [np.concatenate(c) for c in zip(*got)] if got else [np.zeros(0, np.uint64)] * 4
+    part = (cols[0] % np.uint64(parts)).astype(np.int64)
+    order = np.argsort(part, kind="stable")
+    bounds = np.searchsorted(part[order], np.arange(parts + 1))
+    out = [tuple(c[order[bounds[j]:bounds[j + 1]]] for c in cols) for j in range(parts)]
+    return out if parts > 1 else out[0]
+
+
+def _pairs_of_partition(n: int, cfg: DedupConfig, *pieces) -> tuple[np.ndarray, np.ndarray]:
+    """Reduce side: every row of some group keys, so their pairs are complete."""
+    g, ak, rows, edit = (np.concatenate(c) for c in zip(*pieces))
+    return candidate_keys(g, ak, rows, edit.astype(bool), n, cfg)
+
+
+def _shuffled_candidates(feats_ds, cfg: DedupConfig, rows_per_map: int = 50_000,
+                         rows_per_partition: int = 100_000) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
+    """candidates(kind by row_index, n) -> candidate pair keys (LSH, one-edit) over row_index,
+    computed by Ray tasks from the materialized features: map tasks split the candidate rows by
+    group key, one reduce task per partition pairs them. The driver receives only pair keys."""
+
+    def candidates(kind: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        import ray
+
+        refs = feats_ds.to_arrow_refs()
+        rows = feats_ds.count()  # from block metadata: the dataset is materialized
+        parts = int(np.clip(np.ceil(rows / rows_per_partition), 1, 64))
+        per_map = max(1, round(rows_per_map * len(refs) / max(rows, 1)))  # blocks per map task
+        chunks = [refs[i:i + per_map] for i in range(0, len(refs), per_map)]
+        kind_ref = ray.put(kind)
+        mapper = ray.remote(num_cpus=1, num_returns=parts)(_partition_candidates)
+        mapped = [mapper.remote(kind_ref, cfg, parts, *chunk) for chunk in chunks]
+        if parts == 1:
+            mapped = [[m] for m in mapped]
+        reducer = ray.remote(num_cpus=1)(_pairs_of_partition)
+        out = ray.get([reducer.remote(n, cfg, *[m[j] for m in mapped]) for j in range(parts)]) if mapped else []
+        empty = np.zeros(0, np.int64)
+        return (np.unique(np.concatenate([empty] + [o[0] for o in out])),
+                np.unique(np.concatenate([empty] + [o[1] for o in out])))
+
+    return candidates
 
 
 class _Signatures:
@@ -273,11 +351,15 @@ class _Signatures:
 
 
 def find_duplicates(feats: pa.Table, cfg: DedupConfig,
-                    signatures: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                    signatures: Callable[[np.ndarray], np.ndarray] | None = None,
+                    candidates: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None,
+                    ) -> dict[str, np.ndarray]:
     """The global step: arrays indexed by row_index (dup_kind code, dup_of, dup_similarity).
 
-    ``feats`` needs no ``sig`` column when it has ``band_keys``: then ``signatures(row_index
-    values)`` returns the MinHash rows of just the candidate pairs (see :func:`score_dedup`)."""
+    Locally, ``feats`` holds every feature column. On Ray (:func:`score_dedup`) it holds only
+    the compact per-row keys (:data:`_DRIVER_COLUMNS`): ``candidates(kind by row_index, n)``
+    returns the candidate pair keys, computed by Ray tasks, and ``signatures(row_index values)``
+    the MinHash rows of just the candidate pairs."""
     row_index = feats["row_index"].to_numpy()
     n_total = int(row_index.max()) + 1 if len(row_index) else 0
     order = np.argsort(row_index)
@@ -312,25 +394,20 @@ def find_duplicates(feats: pa.Table, cfg: DedupConfig,
     sim[by_id[exact]] = 1.0
 
     if cfg.near and n:
-        sigs = _Signatures(feats, order, row_index, cfg.num_perm, signatures)
-        n_sh = feats["n_shingles"].to_numpy()[order]
-        cand = np.flatnonzero((kind == 0) & (n_sh > 0))
-        lsh = [np.zeros(0, np.int64)]
-        for bkeys, brows in _band_keys(feats, order, cand, cfg):
-            lsh.append(_pair_keys(_candidate_pairs(bkeys, cand[brows], n, f, cfg), n))
-        lsh = np.unique(np.concatenate(lsh))
-        edit = np.zeros(0, np.int64)
-        if cfg.short_tokens and "edit_keys" in names:
-            ek = feats["edit_keys"].combine_chunks()
-            lens = pc.list_value_length(ek).to_numpy(zero_copy_only=False)
-            pos_of = np.empty(n, np.int64)
-            pos_of[order] = np.arange(n)  # feats row -> position in row_index order
-            rows = np.repeat(pos_of, lens)
-            keys = ek.flatten().to_numpy(zero_copy_only=False)
-            live = kind[rows] == 0
-            edit = _pair_keys(_candidate_pairs(keys[live], rows[live], n, f, cfg), n)
+        kind_by_row = np.zeros(n_total, np.int8)
+        kind_by_row[row_index] = kind
+        if candidates is None:
+            lsh, edit = candidate_keys(*candidate_rows(feats, kind_by_row, cfg), n_total, cfg)
+        else:
+            lsh, edit = candidates(kind_by_row, n_total)
+
+        def positions(keys: np.ndarray) -> np.ndarray:  # row_index pair keys -> position pair keys
+            return np.searchsorted(row_index, keys // n_total) * n + np.searchsorted(row_index, keys % n_total)
+
+        lsh, edit = positions(lsh), positions(edit)
         key = np.union1d(lsh, edit)
         if len(key):
+            sigs = _Signatures(feats, order, row_index, cfg.num_perm, signatures)
             by_edit = np.isin(key, edit, assume_unique=True)
             a, b = key // n, key % n
             s = sigs.similarity(a, b)
@@ -427,9 +504,8 @@ def _fetch_signatures(feats_ds, num_perm: int) -> Callable[[np.ndarray], np.ndar
     return fetch
 
 
-# Per-row arrays the global step needs on the driver (no signatures, no id strings).
-_DRIVER_COLUMNS = ["row_index", "id_key", "quality_ok", "n_shingles", "math_key", "choices_key", "answer_key",
-                   "edit_keys", "band_keys"]
+# Per-row arrays the global step needs on the driver (no signatures, id strings or bucket keys).
+_DRIVER_COLUMNS = ["row_index", "id_key", "quality_ok", "math_key", "choices_key", "answer_key"]
 
 
 def score_dedup(ds, cfg: Any):
@@ -438,7 +514,8 @@ def score_dedup(ds, cfg: Any):
     feats_ds = ds.map_batches(dedup_features, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
                               batch_size=cfg.batch_size).materialize()
     feats = collect(feats_ds, _DRIVER_COLUMNS)
-    found = find_duplicates(feats, cfg.dedup, _fetch_signatures(feats_ds, cfg.dedup.num_perm))
+    found = find_duplicates(feats, cfg.dedup, _fetch_signatures(feats_ds, cfg.dedup.num_perm),
+                            _shuffled_candidates(feats_ds, cfg.dedup))
     del feats, feats_ds
     return ds.map_batches(attach_dedup, fn_kwargs={"kind": found["kind"], "dup_of": found["dup_of"],
                                                    "sim": found["sim"]},

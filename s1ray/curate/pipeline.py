@@ -209,8 +209,9 @@ READ_VERSION = "shards-v1"  # bump when what the read step stores changes
 def _cached_read(cfg: CurateConfig, cache_dir: Path, log: Callable[[str], None]):
     """(dataset, quarantine rows, rows per source, records, key, status); the records are stored as
     Parquet parts written by Ray Data tasks and read back the same way."""
+    # Without a cache, no content fingerprint: hashing a large pool is serial work on the driver.
     key = _key("read", CACHE_VERSION, READ_VERSION,
-               [(s.model_dump(mode="json"), fingerprint(s)) for s in cfg.sources])
+               [(s.model_dump(mode="json"), fingerprint(s) if cfg.cache else None) for s in cfg.sources])
     done = cache_dir / f"read-{key}"
     if cfg.cache and (done / "_SUCCESS").exists():
         log(f"[curate] read: reusing {done}")

@@ -93,6 +93,7 @@ def curate_config(pool: Path, out: Path) -> dict:
                     for n, _, p, c in rules.SOURCES],
         "eval_sets": [{"name": n, "path": str(DATA / "eval" / f), "preset": "math"} for n, f in rules.EVALS],
         "output_dir": str(out), "cache": False, "plot": False,
+        **({"batch_size": int(os.environ["BENCH_BATCH_SIZE"])} if os.environ.get("BENCH_BATCH_SIZE") else {}),
     }
 
 
@@ -113,7 +114,8 @@ def worker(pool: str, out: str, num_cpus: int) -> dict:
     DataContext.get_current().enable_progress_bars = False
     steps: dict[str, float] = {}
     phase = ["other"]
-    peak: dict[str, float] = {}  # driver RSS peak (MB) per phase, sampled every 50 ms
+    peak: dict[str, float] = {}  # driver RSS peak (MB) per phase, sampled every 0.2 s
+    cpu_by: dict[str, float] = {}  # driver CPU seconds (all its threads) per timed phase
 
     def rss_mb() -> tuple[float, float]:
         """(RSS, private RSS) in MB: RSS also counts object-store pages the driver has mapped."""
@@ -126,18 +128,23 @@ def worker(pool: str, out: str, num_cpus: int) -> dict:
             rss, anon = rss_mb()
             peak[phase[-1]] = max(peak.get(phase[-1], 0.0), rss)
             peak["private (RssAnon), all phases"] = max(peak.get("private (RssAnon), all phases", 0.0), anon)
-            time.sleep(0.05)
+            time.sleep(0.2)  # cheap: ru_maxrss gives the exact peak; this only attributes it
 
     threading.Thread(target=sample, daemon=True).start()
 
+    def cpu_s() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
     def timed(name, fn, step=True):
         def wrapper(*a, **kw):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), cpu_s()
             phase.append(name)
             try:
                 return fn(*a, **kw)
             finally:
                 phase.pop()
+                cpu_by[name] = cpu_by.get(name, 0.0) + cpu_s() - c
                 if step:
                     steps[name] = steps.get(name, 0.0) + time.perf_counter() - t
         return wrapper
@@ -165,6 +172,7 @@ def worker(pool: str, out: str, num_cpus: int) -> dict:
     return {"num_cpus": num_cpus, "rows": summary["input"], "kept": summary["kept"], "init_s": init_s,
             "wall_s": wall, "steps_s": steps, "driver_cpu_s": driver_cpu,
             "driver_peak_rss_mb": cpu1.ru_maxrss / 1024, "driver_peak_by_phase_mb": peak,
+            "driver_cpu_by_phase_s": cpu_by,
             "reasons": summary["reasons"]}
 
 

@@ -45,6 +45,10 @@ def test_copied_problem_is_flagged_with_its_benchmark():
     labels, found = _flags(pool)
     assert labels == ["mini500", "tinyaime", ""]
     assert found["ngrams"][0] >= 5 and not found["exact"][0]
+    # Only rows that match an evaluation n-gram reach the driver, keyed by an id hash, not the id.
+    cfg = DecontamConfig()
+    feats = decontam_features(_table(pool), build_index(EVAL, cfg), cfg)
+    assert feats["row_index"].to_pylist() == [0, 1] and "id" not in feats.column_names
 
 
 def test_short_eval_problem_caught_by_exact_normalized_match():
