@@ -91,6 +91,22 @@ def _write_block(batch: pa.Table, folder: str, kept_folder: str | None, count_by
     return counts
 
 
+def _append(piece: Path, dst: Any) -> None:
+    """Append a file's bytes to an unbuffered file, copied by the kernel where it can."""
+    with open(piece, "rb") as src:
+        size, sent = os.fstat(src.fileno()).st_size, 0
+        try:
+            while sent < size:
+                n = os.sendfile(dst.fileno(), src.fileno(), sent, size - sent)
+                if n == 0:
+                    break
+                sent += n
+        except (AttributeError, OSError):  # no sendfile between these files: copy the rest in user space
+            pass
+        src.seek(sent)
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
 def _clear(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -146,12 +162,10 @@ def write_ordered(ds: Any, folder: str | Path, *, batch_rows: int | None = None,
         kept_jsonl = Path(kept_jsonl)
 
         def join(path: Path) -> None:
-            with open(path, "wb") as dst:
+            with open(path, "wb", buffering=0) as dst:  # unbuffered: sendfile moves the file offset
                 for p in parts:
-                    piece = kept_tmp / _part_name(p[0], "jsonl")
                     if p[3]:
-                        with open(piece, "rb") as src:
-                            shutil.copyfileobj(src, dst, 1 << 20)
+                        _append(kept_tmp / _part_name(p[0], "jsonl"), dst)
 
         _atomic_write(kept_jsonl, join)
         _clear(kept_tmp)
