@@ -54,6 +54,12 @@ class InTrainingEval:
         """The optimizer steps after which to evaluate (distinct, the last = total_steps)."""
         return sorted({max(1, round(total_steps * k / self.evaluations)) for k in range(1, self.evaluations + 1)})
 
+    def stage_of(self, step: int, total_steps: int) -> int:
+        """The stage an evaluation at ``step`` reports: its place among the evaluations, the final
+        one always ``evaluations`` (a run with fewer steps than evaluations still ends complete)."""
+        steps = self.steps(total_steps)
+        return self.evaluations if step == steps[-1] else steps.index(step) + 1
+
     def config_for(self, step: int, final: bool) -> EvaluateConfig:
         raw = self.cfg.model_dump()
         raw["output_dir"] = str(Path(self.output_dir) / f"step{step:06d}")
@@ -99,6 +105,6 @@ class InTrainingEval:
         summary = summarize(rows, cfg.bootstrap_samples, cfg.seed)
         seconds = time.perf_counter() - t0
         write_outputs(cfg, rows, summary, stats, seconds)
-        return {"score": score_from_summary(summary, self.metric), "stage": steps.index(step) + 1,
+        return {"score": score_from_summary(summary, self.metric), "stage": self.stage_of(step, total_steps),
                 "eval/step": step, "eval/final": final, "eval/questions": sum(s["questions"] for s in stats.values()),
                 "eval/dir": cfg.output_dir, "eval/seconds": seconds}

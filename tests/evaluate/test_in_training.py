@@ -36,6 +36,11 @@ def test_steps_are_evenly_spaced_and_end_at_the_last_step(tiny):
     assert ev.steps(2) == [1, 2]  # fewer steps than evaluations: each step once
     assert ev.steps(1) == [1]
     assert InTrainingEval(eval_config(tiny)).steps(7) == [7]
+    # The final evaluation reports the last stage even when the run has fewer steps than stages,
+    # so the sweep counts that trial as completed, not stopped early.
+    assert [ev.stage_of(s, 10) for s in ev.steps(10)] == [1, 2, 3]
+    assert [ev.stage_of(s, 2) for s in ev.steps(2)] == [1, 3]
+    assert ev.stage_of(1, 1) == 3
     with pytest.raises(ValueError, match="hf backend"):
         InTrainingEval(eval_config(tiny, backend="vllm"))
 
