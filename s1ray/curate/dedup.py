@@ -1,8 +1,10 @@
 """Exact and math-aware near-duplicate detection across sources.
 
 Per-row work (tokens, shingles, MinHash, one-edit keys, the math, options and answer keys)
-runs in parallel over Ray Data batches; the global part (grouping ids, LSH banding, confirming
-candidates, picking the kept copy) runs once on compact numpy arrays.
+runs in parallel over Ray Data batches; grouping rows by LSH bucket and one-edit key into
+candidate pairs is a shuffle of Ray tasks (partitioned by bucket key); the rest of the global
+part (grouping ids, confirming candidates, picking the kept copy) runs once on the driver on
+compact per-row numpy arrays and the candidate pairs.
 
 * Exact duplicates share the record ``id`` (hash of :func:`s1ray.records.normalize_text`:
   case, whitespace, LaTeX spacing are ignored; digits are kept) and, with ``choices_aware``,

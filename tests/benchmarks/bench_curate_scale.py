@@ -18,7 +18,8 @@ peak memory and the driver's own CPU share, for 1 and 2 CPUs, next to a plain si
 3. Plain: the same funnel the obvious way in one process (bench_curate_rules.Plain: a Python loop
    per row with datasketch MinHash LSH), reading with s1ray's reader and writing Parquet + JSONL.
 
-Prints a summary table and writes results.json to --work. The machine is shared: the `uptime`
+Prints a summary table (and the driver's CPU seconds per phase) and writes results.json to
+--work; BENCH_BATCH_SIZE=N runs s1ray with ``batch_size: N`` instead of the default. The machine is shared: the `uptime`
 load is printed next to every run; compare ratios measured in the same run.
 """
 
@@ -244,6 +245,12 @@ def summary_table(results: dict) -> str:
                 f"{st.get('decontam', 0):.1f} | {st.get('write', 0):.1f} | {st.get('report', 0):.1f} | "
                 f"{x.get('driver_peak_rss_mb', 0):.0f} | {share} | {vs1} | {vsp} | "
                 f"{x['load_before']:.1f}→{x['load_after']:.1f} |")
+    lines.append("\ndriver CPU seconds per phase (all driver threads; nested phases count in both):")
+    for size, r in results["sizes"].items():
+        for key in ("s1ray_1cpu", "s1ray_2cpu"):
+            if r.get(key) and r[key].get("driver_cpu_by_phase_s"):
+                by = ", ".join(f"{k} {v:.2f}" for k, v in r[key]["driver_cpu_by_phase_s"].items())
+                lines.append(f"  {r[key]['rows']:,} {key}: {r[key]['driver_cpu_s']:.1f} s in all; {by}")
     sizes = list(results["sizes"].values())
     if len(sizes) >= 2:
         a, b = sizes[0], sizes[-1]
