@@ -149,10 +149,12 @@ def plot_funnel(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, str]:
-    paths = {"report_json": out_dir / "funnel.json", "report_md": out_dir / "funnel.md",
-             "funnel_png": out_dir / "funnel.png"}
+def write_report(report: dict[str, Any], out_dir: Path, plot: bool = True) -> dict[str, str]:
+    """funnel.json, funnel.md and (with ``plot``) funnel.png; returns their paths."""
+    paths = {"report_json": out_dir / "funnel.json", "report_md": out_dir / "funnel.md"}
     paths["report_json"].write_text(json.dumps(report, indent=2, default=str))
     paths["report_md"].write_text(report_markdown(report))
-    plot_funnel(report, paths["funnel_png"])
+    if plot:
+        paths["funnel_png"] = out_dir / "funnel.png"
+        plot_funnel(report, paths["funnel_png"])
     return {k: str(v) for k, v in paths.items()}

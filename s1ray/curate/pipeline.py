@@ -10,7 +10,7 @@ also saves each finished block under ``<stage folder>/parts`` while it runs, so 
 a crash scores only the rows not saved yet (:func:`run_resumable`).
 
 Outputs in ``output_dir``: ``scored_pool.parquet`` (every read row, all columns below),
-``kept.jsonl``, ``quarantine.jsonl``, ``funnel.json``, ``funnel.md``, ``funnel.png``.
+``kept.jsonl``, ``quarantine.jsonl``, ``funnel.json``, ``funnel.md``, ``funnel.png`` (unless ``plot: false``).
 
 Scored-pool columns: the canonical record (:data:`s1ray.records.SCHEMA`), ``row_index``
 (read order: sources in config order, rows in file order), then one group per stage (see
@@ -269,7 +269,7 @@ def run_curate(cfg: CurateConfig) -> dict[str, Any]:
         "columns": pool_columns(),
         "seconds": round(time.perf_counter() - t0, 2),
     })
-    report_paths = funnel.write_report(report, out)
+    report_paths = funnel.write_report(report, out, plot=cfg.plot)
     print(funnel.report_markdown(report))
     options.preserve_order = preserve_order
     if not report["accounting"]["ok"]:

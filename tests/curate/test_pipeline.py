@@ -80,11 +80,14 @@ def test_run_curate_outputs_accounting_and_reuse(ray_local, tmp_path):
     assert variant.keep.all()  # the number-changed variant survives dedup
     report = json.load(open(s["paths"]["report_json"]))
     assert report["accounting"]["ok"] and {r["source"] for r in report["sources"]} == {"math", "gsm"}
-    assert "| math500" not in open(s["paths"]["report_md"]).read() or True
+    assert "contaminated:math500" in open(s["paths"]["report_md"]).read()
     assert (tmp_path / "out" / "funnel.png").stat().st_size > 1000
 
-    # Same config + inputs: every stage is reused and the results are identical.
-    again = run_curate(_cfg(tmp_path))
+    # Same config + inputs: every stage is reused and the results are identical; plot: false
+    # writes no funnel.png.
+    (tmp_path / "out" / "funnel.png").unlink()
+    again = run_curate(_cfg(tmp_path, plot=False))
+    assert "funnel_png" not in again["paths"] and not (tmp_path / "out" / "funnel.png").exists()
     assert {k: v["status"] for k, v in again["stages"].items()} == {
         "read": "reused", "quality": "reused", "dedup": "reused", "decontam": "reused", "script": "reused",
         "scoring": "disabled"}
