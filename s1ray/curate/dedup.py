@@ -471,14 +471,21 @@ def attach_dedup(batch: pa.Table, kind: np.ndarray, dup_of: np.ndarray, sim: np.
     return batch.append_column("dup_similarity", pa.array(sim[ri]))
 
 
+def _select(table: pa.Table, columns: list[str]) -> pa.Table:
+    return table.select(columns)
+
+
 def collect(ds, columns: list[str] | None = None) -> pa.Table:
     """Bring a (small-columned) dataset to the driver as one Arrow table; with ``columns``, only
-    those (selected in Ray tasks, so the other columns never reach the driver)."""
+    those (selected in Ray tasks, so the other columns never reach the driver). Plain Ray tasks
+    over the blocks: cheaper for the driver to schedule than another Ray Data execution."""
     import ray
 
+    refs = ds.to_arrow_refs()
     if columns is not None:
-        ds = ds.select_columns(columns)
-    tables = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
+        select = ray.remote(num_cpus=1)(_select)
+        refs = [select.remote(r, columns) for r in refs]
+    tables = [t for t in ray.get(refs) if t.num_rows]
     return pa.concat_tables(tables) if tables else pa.table({})
 
 
@@ -489,13 +496,16 @@ def _rows_with_sig(batch: pa.Table, rows: np.ndarray) -> pa.Table:
 
 def _fetch_signatures(feats_ds, num_perm: int) -> Callable[[np.ndarray], np.ndarray]:
     """signatures(row_index values) -> their MinHash rows, in that order, from the materialized
-    features: one pass of Ray tasks that return only the rows asked for."""
+    features: one Ray task per block returns only the rows asked for."""
 
     def fetch(rows: np.ndarray) -> np.ndarray:
-        got = collect(feats_ds.map_batches(_rows_with_sig, fn_kwargs={"rows": np.asarray(rows)},
-                                           batch_format="pyarrow", batch_size=None))
-        if got.num_rows == 0:
+        import ray
+
+        task, wanted = ray.remote(num_cpus=1)(_rows_with_sig), ray.put(np.asarray(rows))
+        tables = [t for t in ray.get([task.remote(r, wanted) for r in feats_ds.to_arrow_refs()]) if t.num_rows]
+        if not tables:
             return np.zeros((0, num_perm), np.uint32)
+        got = pa.concat_tables(tables)
         ri = got["row_index"].to_numpy()
         if got.num_rows != len(np.unique(rows)):
             raise RuntimeError(f"dedup: asked for {len(np.unique(rows))} signatures, got {got.num_rows}")
