@@ -19,7 +19,9 @@ peak memory and the driver's own CPU share, for 1 and 2 CPUs, next to a plain si
    per row with datasketch MinHash LSH), reading with s1ray's reader and writing Parquet + JSONL.
 
 Prints a summary table (and the driver's CPU seconds per phase) and writes results.json to
---work; BENCH_BATCH_SIZE=N runs s1ray with ``batch_size: N`` instead of the default. The machine is shared: the `uptime`
+--work; BENCH_BATCH_SIZE=N runs s1ray with ``batch_size: N`` instead of the default, and
+BENCH_TIMELINE=FILE writes the Ray task timeline (chrome://tracing JSON) of a --worker run, and
+BENCH_RAY_RESERVATION=1 turns Ray Data's per-operator reservations back on (s1ray turns them off). The machine is shared: the `uptime`
 load is printed next to every run; compare ratios measured in the same run.
 """
 
@@ -137,15 +139,18 @@ def worker(pool: str, out: str, num_cpus: int) -> dict:
         r = resource.getrusage(resource.RUSAGE_SELF)
         return r.ru_utime + r.ru_stime
 
+    spans: list[tuple[str, float, float]] = []  # (phase, start, end) in time.time() seconds
+
     def timed(name, fn, step=True):
         def wrapper(*a, **kw):
-            t, c = time.perf_counter(), cpu_s()
+            t, c, t_abs = time.perf_counter(), cpu_s(), time.time()
             phase.append(name)
             try:
                 return fn(*a, **kw)
             finally:
                 phase.pop()
                 cpu_by[name] = cpu_by.get(name, 0.0) + cpu_s() - c
+                spans.append((name, t_abs, time.time()))
                 if step:
                     steps[name] = steps.get(name, 0.0) + time.perf_counter() - t
         return wrapper
@@ -157,6 +162,20 @@ def worker(pool: str, out: str, num_cpus: int) -> dict:
     dedup.collect = timed("collect features", dedup.collect, step=False)
     decontam.find_contamination = timed("decontam global step", decontam.find_contamination, step=False)
     funnel.build_report = timed("report", funnel.build_report, step=False)
+    run_stage = pipeline.run_stage
+    pipeline.run_stage = lambda stage, ds, c: timed(f"stage {stage.name}", run_stage, step=False)(stage, ds, c)
+    if os.environ.get("BENCH_RAY_RESERVATION"):  # A/B: Ray Data's default per-operator reservations
+        from contextlib import contextmanager
+
+        plain_context = pipeline._data_context
+
+        @contextmanager
+        def with_reservation():
+            with plain_context():
+                DataContext.get_current().op_resource_reservation_enabled = True
+                yield
+
+        pipeline._data_context = with_reservation
     t0 = time.perf_counter()
     init_ray(RayConfig(num_cpus=num_cpus))
     init_s = time.perf_counter() - t0
@@ -166,6 +185,10 @@ def worker(pool: str, out: str, num_cpus: int) -> dict:
     summary = pipeline.run_curate(cfg)
     wall = time.perf_counter() - t
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    if os.environ.get("BENCH_TIMELINE"):  # Chrome trace of every Ray task, to see idle CPUs
+        import ray
+
+        ray.timeline(filename=os.environ["BENCH_TIMELINE"])
     driver_cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     st = summary["stages"]
     steps.update({name: st[name].get("seconds", 0.0) for name in ("quality", "dedup", "decontam") if name in st})
@@ -173,7 +196,7 @@ def worker(pool: str, out: str, num_cpus: int) -> dict:
     return {"num_cpus": num_cpus, "rows": summary["input"], "kept": summary["kept"], "init_s": init_s,
             "wall_s": wall, "steps_s": steps, "driver_cpu_s": driver_cpu,
             "driver_peak_rss_mb": cpu1.ru_maxrss / 1024, "driver_peak_by_phase_mb": peak,
-            "driver_cpu_by_phase_s": cpu_by,
+            "driver_cpu_by_phase_s": cpu_by, "phase_spans": spans,
             "reasons": summary["reasons"]}
 
 
