@@ -11,6 +11,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "s1ray" / "torch_extensions"))
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+# Train V2 polls its workers every 2 s by default, so every Train run of the suite (in-process,
+# in sweep trials, in job subprocesses, which inherit this) noticed its end up to 2 s late.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 os.environ.pop("RAY_ADDRESS", None)
 
 import pytest  # noqa: E402

@@ -81,24 +81,43 @@ PROBE = textwrap.dedent('''
 ''')
 
 
-def _probe(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def _start_probe(tmp_path: Path, *args: str) -> subprocess.Popen:
+    tmp_path.mkdir(exist_ok=True)
     script = tmp_path / "probe.py"
     script.write_text(PROBE)
     env = {k: v for k, v in os.environ.items() if k not in ("S1RAY_VERBOSE", "RAY_ADDRESS")}
     env["RAY_TMPDIR"] = str(tmp_path)
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300,
-                          env=env, cwd=tmp_path)
+    return subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=tmp_path)
+
+
+def _finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def test_quiet_by_default_and_verbose_restores_ray_output(ray_tmp):
-    quiet = _probe(ray_tmp)
+    # The two probes are independent processes, each with its own Ray instance and RAY_TMPDIR: run
+    # them side by side (most of each is waiting on Ray's start-up and shutdown).
+    procs = {"quiet": _start_probe(ray_tmp / "q"), "loud": _start_probe(ray_tmp / "v", "-v")}
+    try:
+        quiet = _finish(procs["quiet"])
+        loud = _finish(procs["loud"])
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     assert "SEEN True" in quiet.stdout and "rows 20" in quiet.stdout
     assert "[s1ray] s1ray says hello" in quiet.stderr  # s1ray's own INFO, through its handler
     assert "worker progress line" in quiet.stderr  # what a worker prints still comes through ...
     assert "Failed to query Ray Train Controller" not in quiet.stderr + quiet.stdout  # ... Ray's noise does not
     assert "Execution plan of Dataset" not in quiet.stderr and "Started a local Ray instance" not in quiet.stderr
-    loud = _probe(ray_tmp, "-v")
     assert loud.returncode == 0, loud.stderr[-3000:]
     assert "SEEN True" in loud.stdout and "[s1ray] s1ray says hello" in loud.stderr
     assert "Failed to query Ray Train Controller" in loud.stderr + loud.stdout

@@ -37,24 +37,27 @@ def curate_config(tmp_path: Path, out: str) -> dict:
 
 
 def test_scoring_killed_midway_resumes_without_regenerating(tmp_path, ray_tmp):
-    marker = uuid.uuid4().hex
+    marker, ref_marker = uuid.uuid4().hex, uuid.uuid4().hex
     rows = list(range(len(TOPICS)))
 
-    # 1. Uninterrupted reference run: every row enters the scoring stage once.
+    # 1. Uninterrupted reference run: every row enters the scoring stage once. It runs beside
+    # step 2's job (its own Ray instance, RAY_TMPDIR and marker): independent jobs, started together.
     ref_cfg = curate_config(tmp_path, "ref")
-    proc = rd.start_job("curate", ref_cfg, tmp_path, tmp_path / "calls-ref", -1, ray_tmp, marker)
-    rd.finish_job(proc, tmp_path, tmp_path / "calls-ref", marker)
-    assert sorted(rd.recorded(tmp_path / "calls-ref")) == rows
-
-    # 2. Same config, other output dir: 1 of 3 blocks passes the gate; SIGKILL once its part is saved.
-    cfg = curate_config(tmp_path, "run")
-    out = Path(cfg["output_dir"])
-    proc = rd.start_job("curate", cfg, tmp_path, tmp_path / "calls-1", 1, ray_tmp, marker)
+    (ray_tmp / "ref").mkdir()
+    ref_proc = rd.start_job("curate", ref_cfg, tmp_path, tmp_path / "calls-ref", -1, ray_tmp / "ref", ref_marker)
     try:
-        rd.wait_until(lambda: bool(list(out.glob("cache/scoring-*/parts/part-*.parquet"))), proc, "a saved part")
+        # 2. Same config, other output dir: 1 of 3 blocks passes the gate; SIGKILL once its part is saved.
+        cfg = curate_config(tmp_path, "run")
+        out = Path(cfg["output_dir"])
+        proc = rd.start_job("curate", cfg, tmp_path, tmp_path / "calls-1", 1, ray_tmp, marker)
+        try:
+            rd.wait_until(lambda: bool(list(out.glob("cache/scoring-*/parts/part-*.parquet"))), proc, "a saved part")
+        finally:
+            rd.kill_job(proc, marker)
+        assert not rd.job_processes(marker)  # the killed driver's Ray cluster is gone too
     finally:
-        rd.kill_job(proc, marker)
-    assert not rd.job_processes(marker)  # the killed driver's Ray cluster is gone too
+        rd.finish_job(ref_proc, tmp_path, tmp_path / "calls-ref", ref_marker)
+    assert sorted(rd.recorded(tmp_path / "calls-ref")) == rows
     stage_dirs = list(out.glob("cache/scoring-*"))
     assert len(stage_dirs) == 1 and not (stage_dirs[0] / "_SUCCESS").exists()
     saved = {r for f in stage_dirs[0].glob("parts/part-*.parquet") for r in pq.read_table(f)["row_index"].to_pylist()}

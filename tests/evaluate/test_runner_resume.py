@@ -29,26 +29,28 @@ def eval_config(tmp_path: Path, out: str) -> dict:
 
 
 def test_evaluate_killed_midway_resumes_without_regenerating(tmp_path, ray_tmp):
-    marker = uuid.uuid4().hex
-    all_keys = None
+    marker, ref_marker = uuid.uuid4().hex, uuid.uuid4().hex
 
-    # 1. Uninterrupted reference run.
+    # 1. Uninterrupted reference run. It runs beside step 2's job (its own Ray instance,
+    #    RAY_TMPDIR and marker): independent jobs, started together.
     ref_cfg = eval_config(tmp_path, "ref")
-    proc = rd.start_job("evaluate", ref_cfg, tmp_path, tmp_path / "calls-ref", -1, ray_tmp, marker)
-    rd.finish_job(proc, tmp_path, tmp_path / "calls-ref", marker)
+    (ray_tmp / "ref").mkdir()
+    ref_proc = rd.start_job("evaluate", ref_cfg, tmp_path, tmp_path / "calls-ref", -1, ray_tmp / "ref", ref_marker)
+    try:
+        # 2. Same config, other output dir: 2 of 4 batches pass the gate, then SIGKILL the driver
+        #    once a part is on disk (the gate holds the rest, so the kill is always mid-way).
+        cfg = eval_config(tmp_path, "run")
+        out = Path(cfg["output_dir"])
+        proc = rd.start_job("evaluate", cfg, tmp_path, tmp_path / "calls-1", 2, ray_tmp, marker)
+        try:
+            rd.wait_until(lambda: bool(list(out.glob("parts-*/part-*.jsonl"))), proc, "a saved part")
+        finally:
+            rd.kill_job(proc, marker)
+        assert not rd.job_processes(marker)  # the killed driver's Ray cluster is gone too
+    finally:
+        rd.finish_job(ref_proc, tmp_path, tmp_path / "calls-ref", ref_marker)
     all_keys = rd.recorded(tmp_path / "calls-ref")
     assert len(all_keys) == len(set(all_keys)) == 4 * 2 * 2  # questions x methods x budgets
-
-    # 2. Same config, other output dir: 2 of 4 batches pass the gate, then SIGKILL the driver
-    #    once a part is on disk (the gate holds the rest, so the kill is always mid-way).
-    cfg = eval_config(tmp_path, "run")
-    out = Path(cfg["output_dir"])
-    proc = rd.start_job("evaluate", cfg, tmp_path, tmp_path / "calls-1", 2, ray_tmp, marker)
-    try:
-        rd.wait_until(lambda: bool(list(out.glob("parts-*/part-*.jsonl"))), proc, "a saved part")
-    finally:
-        rd.kill_job(proc, marker)
-    assert not rd.job_processes(marker)  # the killed driver's Ray cluster is gone too
     assert not (out / "samples.jsonl").exists()
     parts = list(out.glob("parts-*"))
     assert len(parts) == 1
