@@ -240,20 +240,23 @@ def _report_pool(counts: pa.Table) -> pa.Table:
 
 
 @contextmanager
-def _data_context():
+def _data_context(cfg: CurateConfig):
     """Ray Data settings for a curate run, restored after it.
 
     ``preserve_order``: stage outputs keep block order, so the pool is written in read order
-    without a sort. ``op_resource_reservation_enabled = False``: Ray Data's per-operator
-    reservations ran the rule stages' map tasks about one at a time on a 2-CPU node (a one-map
-    pipeline of 32 tasks took 1.5x as long as without them on 2 CPUs, 1.25x on 8); without them
-    the tasks fill the CPUs, and Ray Data's backpressure still bounds the object store.
+    without a sort. Per-operator resource reservations are turned off when only rule stages run:
+    they ran the rule stages' map tasks about one at a time on a 2-CPU node (a one-map pipeline
+    of 32 tasks took 1.5x as long as without them on 2 CPUs, 1.25x on 8); Ray Data's backpressure
+    still bounds the object store. Runs with model stages keep them: their actor pools need the
+    CPUs the reservations keep free of upstream tasks.
     """
     import ray
 
     ctx = ray.data.DataContext.get_current()
     saved = ctx.execution_options.preserve_order, ctx.op_resource_reservation_enabled
-    ctx.execution_options.preserve_order, ctx.op_resource_reservation_enabled = True, False
+    model_stages = any(stage.kept_rows_only and stage.enabled(cfg) for stage in STAGES)
+    ctx.execution_options.preserve_order = True
+    ctx.op_resource_reservation_enabled = saved[1] and model_stages
     try:
         yield
     finally:
@@ -264,7 +267,7 @@ def run_curate(cfg: CurateConfig) -> dict[str, Any]:
     """Read, score, filter and report; returns a JSON-able summary."""
     t0 = time.perf_counter()
     init_ray(cfg.ray)
-    with _data_context():
+    with _data_context(cfg):
         return _run_curate(cfg, t0)
 
 

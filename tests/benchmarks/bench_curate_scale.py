@@ -170,8 +170,8 @@ def worker(pool: str, out: str, num_cpus: int) -> dict:
         plain_context = pipeline._data_context
 
         @contextmanager
-        def with_reservation():
-            with plain_context():
+        def with_reservation(cfg):
+            with plain_context(cfg):
                 DataContext.get_current().op_resource_reservation_enabled = True
                 yield
 

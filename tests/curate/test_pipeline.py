@@ -110,3 +110,26 @@ def test_unreadable_source_is_an_error_naming_it(ray_local, tmp_path):
     cfg.sources[1].path = str(tmp_path / "missing.csv")
     with pytest.raises(SourceError, match="missing.csv"):
         run_curate(cfg)
+
+
+def test_curate_data_context_keeps_order_and_drops_reservations_for_rule_stages_only(tmp_path):
+    """Rule-only runs turn Ray Data's per-operator reservations off (they serialised the map tasks
+    on 2 CPUs); runs with model stages keep them (their actor pools need the CPUs); the previous
+    settings come back afterwards, also after an error."""
+    import pytest
+    import ray
+
+    from s1ray.curate.pipeline import _data_context
+
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.execution_options.preserve_order, ctx.op_resource_reservation_enabled
+    assert before[1] is True  # Ray's default
+    with pytest.raises(RuntimeError, match="boom"):
+        with _data_context(_cfg(tmp_path)):
+            assert ctx.execution_options.preserve_order and not ctx.op_resource_reservation_enabled
+            raise RuntimeError("boom")
+    assert (ctx.execution_options.preserve_order, ctx.op_resource_reservation_enabled) == before
+    scored = _cfg(tmp_path, scoring={"lengths": {"tokenizer": "tiny:tiny"}, "domains": {"enabled": False}})
+    with _data_context(scored):
+        assert ctx.execution_options.preserve_order and ctx.op_resource_reservation_enabled
+    assert (ctx.execution_options.preserve_order, ctx.op_resource_reservation_enabled) == before
