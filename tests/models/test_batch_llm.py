@@ -41,6 +41,7 @@ def test_vllm_processor_config_cpu():
     assert "swap_space" not in ek  # not a vLLM engine argument any more: dropped, not passed through
     assert ek["tensor_parallel_size"] == 1  # no tensor parallelism on CPU
     assert ek["trust_remote_code"] is False and ek["dtype"] == "bfloat16"
+    assert pc.runtime_env == {"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}}  # the model in the engine core
     from s1ray.models.loading import resolve_model_path
 
     assert pc.model_source == resolve_model_path(SMOL)
@@ -58,7 +59,7 @@ def test_vllm_processor_config_gpu_is_built_not_run(ray_local):
     ek = pc.engine_kwargs
     assert ek["tensor_parallel_size"] == 4 and ek["gpu_memory_utilization"] == 0.9
     assert "kv_cache_memory_bytes" not in ek and "enforce_eager" not in ek
-    assert pc.concurrency == 2 and pc.batch_size == 64
+    assert pc.concurrency == 2 and pc.batch_size == 64 and pc.runtime_env is None  # vLLM's own processes on GPUs
     assert bl.vllm_processor_config(cfg.model_copy(update={"accelerator_type": "H100"})).accelerator_type == "H100"
     proc = build_processor(pc)
     assert proc.list_stage_names() == ["vLLMEngineStage"]  # s1ray renders and tokenizes prompts itself
@@ -264,7 +265,7 @@ def test_http_scoring_against_stub(ray_local, monkeypatch, caplog, capsys):
     assert not df.astype(str).apply(lambda s: s.str.contains(SECRET)).any().any()
 
 
-# --- vLLM on CPU: one engine at a time ---------------------------------------------------------
+# --- vLLM on CPU: real engines ---------------------------------------------------------
 
 def _pool():
     rows = [make_record(source="t", origin="t:0", question="What is 2 + 3?", answer="5"),
@@ -281,29 +282,36 @@ def _pool():
 
 @pytest.fixture(scope="module")
 def vllm_scored(ray_local):
-    """Teacher traces (greedy, then a sampled retry pass), then a solver: three engines, in turn."""
+    """Teacher traces (greedy, then a sampled retry pass: two engines in turn) and, beside them, a
+    solver (a third engine) on the same pool: two independent Ray Data executions at once, so one
+    engine's start overlaps the other's (an engine start is mostly single-threaded process spawns)."""
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
     from s1ray.curate.difficulty import DifficultyConfig, SolverConfig
     from s1ray.curate.scoring import llm_solver, llm_traces
     from s1ray.curate.traces import TracesConfig
 
-    ds = ray_local.data.from_arrow(_pool())
-    t0 = time.perf_counter()
+    pool = ray_local.data.from_arrow(_pool())
     traces = TracesConfig(enabled=True, teacher=vllm_cfg(max_new_tokens=48), max_attempts=2, min_thinking_chars=5)
-    ds = llm_traces(ds, traces, "_skip").materialize()
     solver = SolverConfig(name="smol", generation=vllm_cfg(max_new_tokens=40))
-    d = DifficultyConfig(solvers=[solver], keep_responses=True)
-    out = llm_solver(ds, d, solver, "_skip")
-    # strict concat: every block has the same schema (what `s1ray curate` collects with)
-    table = pa.concat_tables([t for t in ray_local.get(out.to_arrow_refs()) if t.num_rows]).sort_by("row_index")
-    return table, traces, time.perf_counter() - t0
+
+    def collect(ds):
+        # strict concat: every block has the same schema (what `s1ray curate` collects with)
+        return pa.concat_tables([t for t in ray_local.get(ds.to_arrow_refs()) if t.num_rows]).sort_by("row_index")
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(2) as ex:
+        traced = ex.submit(lambda: collect(llm_traces(pool, traces, "_skip")))
+        solved = ex.submit(lambda: collect(llm_solver(pool, DifficultyConfig(solvers=[solver], keep_responses=True),
+                                                      solver, "_skip")))
+        return traced.result(), solved.result(), traces, time.perf_counter() - t0
 
 
 def test_vllm_teacher_traces_retry_and_quarantine(vllm_scored):
     from s1ray.curate.scoring import ScoringConfig, drop_reasons
 
-    table, traces, _ = vllm_scored
+    table, _, traces, _ = vllm_scored
     df = table.to_pandas()
     assert df["row_index"].tolist() == [0, 1, 2, 3, 4]
     assert table.schema.field("thinking").type == pa.list_(pa.string())  # own columns keep their types
@@ -320,7 +328,7 @@ def test_vllm_teacher_traces_retry_and_quarantine(vllm_scored):
         assert ok != isinstance(df["trace_error"][i], str)
         assert ok or "attempt(s))" in df["trace_error"][i]
     # skipped row: untouched
-    assert df.iloc[4][["teacher_thinking", "trace_error", "trace_source", "solver_smol_reason"]].isna().all()
+    assert df.iloc[4][["teacher_thinking", "trace_error", "trace_source"]].isna().all()
     assert "_trace_retry" not in df.columns
     cfg = ScoringConfig(traces=traces)
     reasons = dict(drop_reasons(pa.Table.from_pandas(df[["trace_error"]]), cfg))["traces"]
@@ -330,8 +338,10 @@ def test_vllm_teacher_traces_retry_and_quarantine(vllm_scored):
 def test_vllm_solver_columns_and_token_counts(vllm_scored):
     from s1ray.models.loading import load_tokenizer
 
-    table, _, seconds = vllm_scored
+    _, table, _, seconds = vllm_scored
     df = table.to_pandas()
+    assert df["row_index"].tolist() == [0, 1, 2, 3, 4]
+    assert pd.isna(df["solver_smol_reason"][4]) and pd.isna(df["solver_smol_response"][4])  # skipped: untouched
     tok = load_tokenizer(SMOL)
     for i in (0, 1, 2):
         text, n = df["solver_smol_response"][i], df["solver_smol_tokens"][i]
@@ -346,6 +356,6 @@ def test_vllm_solver_columns_and_token_counts(vllm_scored):
     assert "VLLMValidationError" in df["solver_smol_error"][3]
     assert df["solver_smol_reason"][3].startswith("generation error: VLLMValidationError")
     assert pd.isna(df["solver_smol_correct"][3]) and df["solver_smol_tokens"][3] == 0
-    print(f"vLLM scoring (3 engines in turn): {seconds:.1f} s")
+    print(f"vLLM scoring (3 engines, 2 at a time): {seconds:.1f} s")
 
 

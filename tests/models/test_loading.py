@@ -42,6 +42,9 @@ def test_tiny_model_folder_for_engines_that_load_from_disk(tmp_path, monkeypatch
 
     from s1ray.models.loading import build_tiny_model, load_tokenizer
 
+    smollm2 = packaged_model_path("smollm2-135m-instruct")  # tiny:tiny's tokenizer; converted once per cache
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / smollm2.name).symlink_to(smollm2)
     monkeypatch.setenv("S1RAY_CACHE", str(tmp_path))
     folder = resolve_model_path("tiny:tiny")
     assert folder == str(tmp_path / "models" / "tiny-tiny") and resolve_model_path("tiny:tiny") == folder
@@ -50,3 +53,29 @@ def test_tiny_model_folder_for_engines_that_load_from_disk(tmp_path, monkeypatch
     for (name, a), (_, b) in zip(loaded.state_dict().items(), built.state_dict().items()):
         assert torch.equal(a, b), name
     assert not list(tmp_path.glob("models/*.tmp*"))  # saved under a temporary name, then renamed
+
+
+def test_a_folder_saved_meanwhile_by_another_process_is_kept(tmp_path, monkeypatch):
+    """Two processes converting at once (fresh machine, several Ray workers): the one that renames
+    second finds the other's folder, keeps it and removes its own copy instead of failing."""
+    import pathlib
+
+    from s1ray.models.loading import _save_folder
+
+    tok = load_tokenizer("tiny:tiny")
+    target = tmp_path / "models" / "tiny-tiny"
+    target.parent.mkdir()
+    other = build_tiny_model("tiny", len(tok), seed=1)
+    real_rename = pathlib.Path.rename
+
+    def other_process_finishes_first(self, dest):  # just before our rename, the other save completes
+        if pathlib.Path(dest) == target and not target.exists():
+            other.save_pretrained(target)
+            tok.save_pretrained(target)
+        return real_rename(self, dest)
+
+    monkeypatch.setattr(pathlib.Path, "rename", other_process_finishes_first)
+    assert _save_folder(build_tiny_model("tiny", len(tok), seed=0), tok, target) == target
+    reloaded = load_model(str(target))
+    assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), other.state_dict().values()))
+    assert sorted(p.name for p in target.parent.iterdir()) == ["tiny-tiny"]  # no temporary copy left

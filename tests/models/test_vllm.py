@@ -116,6 +116,15 @@ def test_min_thinking_suppress_uses_min_tokens(vllm_gen, hf_gen, prompts):
     assert all(r.thinking_tokens >= 30 and r.continuations == 0 and "<|im_start|>" not in r.thinking for r in v)
 
 
+def test_cpu_engine_runs_in_this_process(vllm_gen):
+    """On CPU the engine is one process anyway: no engine-core or worker process is spawned."""
+    import psutil
+    from vllm.v1.engine.core_client import InprocClient
+
+    assert isinstance(vllm_gen.llm.llm_engine.engine_core, InprocClient)
+    assert not [p.name() for p in psutil.Process().children(recursive=True) if "VLLM" in p.name()]
+
+
 def test_engine_kwargs_defaults_and_overrides():
     cfg = GenerationConfig(backend="vllm", model=MODEL, dtype="bfloat16", num_gpus=4,
                            engine_kwargs={"max_model_len": 32768, "max_num_seqs": 64})
