@@ -29,7 +29,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 import random
 import time
 import zlib
@@ -39,7 +38,7 @@ from typing import Any, Callable, Sequence
 import pyarrow as pa
 
 from s1ray.config import secret_from_env
-from s1ray.models.generation import CPU_ENGINE_ENV, Generation, GenerationConfig, Generator, vllm_engine_kwargs
+from s1ray.models.generation import Generation, GenerationConfig, Generator, cpu_engine_env, vllm_engine_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +135,7 @@ def vllm_processor_config(cfg: GenerationConfig, *, gpu: bool | None = None, num
     else:
         pg = {"bundles": [{"CPU": cpus}]}
     return vLLMEngineProcessorConfig(
-        runtime_env=None if gpu else {"env_vars": {k: os.environ.get(k, v) for k, v in CPU_ENGINE_ENV.items()}},
+        runtime_env=None if gpu else {"env_vars": cpu_engine_env()},
         model_source=resolve_model_path(cfg.model), engine_kwargs=kwargs, concurrency=cfg.concurrency,
         batch_size=cfg.batch_size, accelerator_type=cfg.accelerator_type if gpu else None, placement_group_config=pg,
         should_continue_on_error=True, chat_template_stage=False, tokenize_stage=False,

