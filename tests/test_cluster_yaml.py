@@ -144,20 +144,17 @@ def test_one_pinned_image_and_no_installs_at_boot():
 def test_constraints_pin_every_direct_dependency_at_a_version_it_allows():
     """jobs/kuberay/constraints.txt: one exact version per direct dependency of s1ray[cluster,gpu],
     allowed by pyproject.toml, Ray = the client's Ray, vLLM = what ray[llm] requires, and the
-    versions this test suite runs with where they are installed (what CI checked is what runs)."""
+    versions of the CPU lock (requirements/cpu.lock, what CI runs the suite with) wherever both pin
+    a package: pins compared with pins, never with what the package index serves that day."""
     from importlib import metadata
 
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
     from packaging.version import Version
 
-    pins = {}
-    for line in CONSTRAINTS.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            assert version, f"constraints.txt: {line!r} is not pinned with =="
-            pins[canonicalize_name(name)] = Version(version)
+    from test_lock import read_pins  # tests/ is on sys.path (pytest rootdir conftest)
+
+    pins = read_pins(CONSTRAINTS)
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     direct = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["gpu"]
               + project["optional-dependencies"]["cluster"]]
@@ -169,14 +166,12 @@ def test_constraints_pin_every_direct_dependency_at_a_version_it_allows():
     llm = [Requirement(r) for r in metadata.requires("ray") or [] if 'extra == "llm"' in r]
     (vllm,) = [r for r in llm if canonicalize_name(r.name) == "vllm"]
     assert vllm.specifier.contains(pins["vllm"]), f"ray[llm] wants {vllm}, constraints pin {pins['vllm']}"
+    lock = read_pins(REPO / "requirements" / "cpu.lock")
     for name, pin in pins.items():
-        if name in ("vllm", "torch"):
-            continue  # CUDA builds on the cluster, CPU builds here
-        try:
-            installed = Version(metadata.version(name))
-        except metadata.PackageNotFoundError:
-            continue
-        assert installed.base_version == pin.base_version, f"{name}: tested with {installed}, image pins {pin}"
+        if name in ("vllm", "torch") or name not in lock:
+            continue  # CUDA builds on the cluster, CPU builds in the lock; GPU-only packages
+        assert lock[name].base_version == pin.base_version, f"{name}: lock pins {lock[name]}, image pins {pin}"
+    assert lock["torch"].base_version == pins["torch"].base_version
     dockerfile = (REPO / "jobs" / "kuberay" / "Dockerfile").read_text()
     assert re.search(r'pip install .*-c jobs/kuberay/constraints\.txt .*-e "\.\[cluster,gpu\]"', dockerfile)
 
