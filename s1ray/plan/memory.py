@@ -186,3 +186,30 @@ def memory(shape: ModelShape, s: Setup, hw: Hardware) -> Memory:
     return Memory(components={k: int(v) for k, v in components.items()},
                   phases={k: int(v) for k, v in phases.items()}, reserve=int(reserve),
                   no_checkpointing_activations=int(shape.num_layers * per_layer))
+
+
+def s1_trainer_loss_phase(shape: ModelShape, block_size: int, num_gpus: int) -> dict[str, int]:
+    """Live bytes per GPU at the loss of **s1's own trainer**, the setup behind s1.1's "block size
+    20000 to avoid OOM" on 16 H100s: the planner's anchor (docs/paper-scale.md, "Planner validation").
+
+    s1 trained with HF Trainer + PyTorch FSDP full-shard (train/sft.sh; transformers 4.46.1,
+    torch 2.5.1), bf16 autocast over fp32 weights, gradient checkpointing, HF's full-logits loss.
+    Two differences from s1ray's ZeRO-3 decide the anchor: FSDP keeps fp32 weights only (no
+    separate 16-bit copy) and holds **no gradients until the backward** (the Trainer zeroes them
+    with ``set_to_none``), so its model states in the loss phase are 12 B/param over N, where
+    ZeRO-3 keeps 16 (16-bit weights and a preallocated 16-bit gradient partition, see
+    ``deepspeed/runtime/zero/stage3.py`` ``grad_partitions_flat_buffer``). FSDP's root unit
+    (embeddings, final norm, output head) stays gathered in bf16 through the forward. HF 4.46's
+    ``ForCausalLMLoss`` holds the bf16 logits, an fp32 copy and a shifted contiguous fp32 copy while
+    log-softmax writes its fp32 output: 14 B x vocab per token.
+    """
+    t, h, v = block_size, shape.hidden_size, shape.vocab_size
+    head = 0 if shape.tied_embeddings else shape.embedding_params
+    parts = {
+        "fp32 weights + Adam (12 B/param / N; no gradients yet)": 12 * shape.params / num_gpus,
+        "root FSDP unit gathered in bf16 (embeddings, output head)": 2 * (shape.embedding_params + head),
+        "activation checkpoints": shape.num_layers * h * 2 * t,
+        "final norm": (4 * h + 2 * 2 * h) * t,
+        "HF loss (bf16 logits, fp32 copy, shifted copy, log-softmax)": 14 * v * t,
+    }
+    return {k: int(x) for k, x in parts.items()}

@@ -112,6 +112,24 @@ def test_paper_run_at_20k_fits_with_a_chunked_loss_but_not_with_full_logits():
     assert released.components["loss peak (full)"] == 12 * 152064 * 20000
 
 
+def test_s1s_own_trainer_fits_20k_and_not_32k_the_s1_1_anchor():
+    """The anchor: s1.1 trained at block 20,000 on 16 H100 80 GB "to avoid OOM" with s1's own trainer
+    (HF Trainer + FSDP, full-logits loss). The planner's building blocks (checkpoints, final norm,
+    the loss's buffers, sharded states) composed for that setup put its loss phase just under the
+    card at 20K (20,000 is the limit, as "to avoid OOM" says) and far over at 32K. A mutant that
+    drops FSDP's missing gradients (16 B/param) or HF's shifted fp32 copy (12 B/vocab) flips it."""
+    from s1ray.plan.memory import s1_trainer_loss_phase
+
+    shape, hw = model_shape(QWEN32B), hardware("h100-80gb", 16)
+    live = {b: sum(s1_trainer_loss_phase(shape, b, 16).values()) + hw.context_bytes for b in (20000, 24576, 32768)}
+    assert live[20000] <= hw.memory_bytes < live[24576] < live[32768]
+    assert (hw.memory_bytes - live[20000]) / GiB < 1  # at the limit: no larger round block size fits
+    parts = s1_trainer_loss_phase(shape, 20000, 16)
+    assert parts["HF loss (bf16 logits, fp32 copy, shifted copy, log-softmax)"] == 14 * 152064 * 20000
+    assert parts["activation checkpoints"] == plan_train(paper_config(block_size=20000), hw,
+                                                         loss_impl="full").memory.components["activation checkpoints"]
+
+
 def test_the_largest_block_size_suggested_is_the_largest_that_fits():
     hw = hardware("h100-80gb", 16)
     p = plan_train(paper_config(), hw, loss_impl="full")
