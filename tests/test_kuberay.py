@@ -179,11 +179,14 @@ def test_every_container_has_requests_and_limits():
                 assert {"cpu", "memory"} <= set(res[kind]), f"{name}/{c['name']}: {kind}"
             gpus = res["limits"].get("nvidia.com/gpu")
             assert res["requests"].get("nvidia.com/gpu") == gpus  # extended resources: equal or absent
+            efa = res["limits"].get("vpc.amazonaws.com/efa")
+            assert res["requests"].get("vpc.amazonaws.com/efa") == efa
             if name == "gpu-workers":
                 assert gpus == "8"
+                assert efa == "32"  # every EFA interface of a p5.48xlarge: NCCL over EFA, not TCP
                 assert any(t["key"] == "nvidia.com/gpu" for t in g["template"]["spec"].get("tolerations", []))
             else:
-                assert gpus is None, f"{name} must not hold GPUs"
+                assert gpus is None and efa is None, f"{name} must not hold GPUs or EFA devices"
 
 
 def test_images_are_the_pinned_cluster_image():
