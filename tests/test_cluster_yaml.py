@@ -312,3 +312,54 @@ def test_jobs_know_the_cluster_can_grow():
 
     head = " ".join(raw()["head_start_ray_commands"])
     assert f"{AUTOSCALING_ENV}=1 " in head and "ray start --head" in head.split(f"{AUTOSCALING_ENV}=1 ", 1)[1]
+
+
+P5_NETWORK_CARDS = 32  # p5.48xlarge: 32 network cards, 3,200 Gbps of EFA in all
+
+
+def test_gpu_nodes_use_every_efa_card_in_one_subnet_and_a_cluster_placement_group():
+    """Without EFA interfaces NCCL between p5 nodes runs over TCP (docs/paper-scale.md "Network")."""
+    gpu = raw()["available_node_types"]["gpu_h100"]
+    nc = gpu["node_config"]
+    nics = nc["NetworkInterfaces"]
+    assert sorted(n["NetworkCardIndex"] for n in nics) == list(range(P5_NETWORK_CARDS))  # one per card
+    for n in nics:
+        primary = n["NetworkCardIndex"] == 0
+        assert n["DeviceIndex"] == (0 if primary else 1), n  # AWS's P5 layout
+        assert n["InterfaceType"] == "efa" if primary else n["InterfaceType"] in ("efa", "efa-only"), n
+        assert n["DeleteOnTermination"] is True
+    assert len({n["SubnetId"] for n in nics}) == 1, "one subnet = one availability zone for every card"
+    assert len({tuple(n["Groups"]) for n in nics}) == 1 and all(g.startswith("sg-") for g in nics[0]["Groups"])
+    assert nc["Placement"]["GroupName"]  # a cluster placement group (created before `ray up`)
+    assert not {"SubnetId", "SubnetIds", "SecurityGroupIds"} & set(nc)  # the launcher refuses both levels
+    options = gpu["docker"]["worker_run_options"]
+    assert "--device=/dev/infiniband" in options and "--ulimit memlock=-1:-1" in options
+    for name in ("head", "cpu_worker"):  # CPU nodes: no EFA, so no devices to pass
+        assert "/dev/infiniband" not in str(raw()["available_node_types"][name])
+
+
+def test_the_aws_launcher_takes_subnet_and_groups_from_the_interfaces():
+    """Ray's own AWS bootstrap step for NetworkInterfaces: one subnet for the node type, the group ids."""
+    from ray.autoscaler._private.aws.config import _configure_subnets_and_groups_from_network_interfaces
+
+    nc = raw()["available_node_types"]["gpu_h100"]["node_config"]
+    done = _configure_subnets_and_groups_from_network_interfaces(nc)
+    assert set(done["SubnetIds"]) == {nc["NetworkInterfaces"][0]["SubnetId"]}
+    assert set(done["SecurityGroupIds"]) == set(nc["NetworkInterfaces"][0]["Groups"])
+    broken = copy.deepcopy(nc)
+    del broken["NetworkInterfaces"][5]["SubnetId"]
+    with pytest.raises(ValueError, match="missing a subnet"):
+        _configure_subnets_and_groups_from_network_interfaces(broken)
+
+
+def test_node_config_check_has_teeth_for_network_interfaces():
+    """The EC2-model check above sees a misspelt interface key or a wrongly typed card index."""
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    shape = botocore.session.get_session().get_service_model("ec2").operation_model("RunInstances").input_shape
+    nc = raw()["available_node_types"]["gpu_h100"]["node_config"]
+    for mutate in (lambda n: n.update(NetworkCardIdx=1), lambda n: n.update(NetworkCardIndex="one")):
+        bad = copy.deepcopy(nc)
+        mutate(bad["NetworkInterfaces"][3])
+        assert ParamValidator().validate({**bad, "MinCount": 1, "MaxCount": 1}, shape).has_errors()

@@ -40,6 +40,7 @@ MIN_KUBERAY = "1.5.1"
 PREVIOUS_KUBERAY = "1.5.0"
 MIN_RAY_FOR_TOKEN_AUTH = (2, 52, 0)  # KubeRay's validation refuses authOptions.mode=token below it
 DASHBOARD_PORT = 8265
+sys.path.insert(0, str(REPO / "jobs" / "kuberay"))  # check_image.py, the image's build-time check
 
 
 def docs() -> list[dict]:
@@ -178,11 +179,14 @@ def test_every_container_has_requests_and_limits():
                 assert {"cpu", "memory"} <= set(res[kind]), f"{name}/{c['name']}: {kind}"
             gpus = res["limits"].get("nvidia.com/gpu")
             assert res["requests"].get("nvidia.com/gpu") == gpus  # extended resources: equal or absent
+            efa = res["limits"].get("vpc.amazonaws.com/efa")
+            assert res["requests"].get("vpc.amazonaws.com/efa") == efa
             if name == "gpu-workers":
                 assert gpus == "8"
+                assert efa == "32"  # every EFA interface of a p5.48xlarge: NCCL over EFA, not TCP
                 assert any(t["key"] == "nvidia.com/gpu" for t in g["template"]["spec"].get("tolerations", []))
             else:
-                assert gpus is None, f"{name} must not hold GPUs"
+                assert gpus is None and efa is None, f"{name} must not hold GPUs or EFA devices"
 
 
 def test_images_are_the_pinned_cluster_image():
@@ -347,3 +351,118 @@ def test_crd_snapshots_are_the_named_releases():
     assert auth["enum"] == ["disabled", "token"] and spec["backoffLimit"]["type"] == "integer"
     assert "authOptions" not in old["properties"]["spec"]["properties"]["rayClusterSpec"]["properties"]
     assert os.path.getsize(CRD_DIR / f"ray.io_rayjobs-v{MIN_KUBERAY}.schema.json.gz") < 50_000
+
+
+# --- the image's GPU build: DeepSpeed ops pre-built with torch's CUDA, the EFA stack, NCCL settings ---
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
+    lines, out, current = DOCKERFILE.read_text().splitlines(), [], ""
+    for line in lines:
+        if not current and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        current += line.rstrip("\\").strip() + " " if line.endswith("\\") else line.strip()
+        if not line.endswith("\\"):
+            keyword, _, args = current.partition(" ")
+            out.append((keyword.upper(), args.strip()))
+            current = ""
+    return out
+
+
+def dockerfile_args() -> dict[str, str]:
+    return dict(a.split("=", 1) for k, a in dockerfile_instructions() if k == "ARG" and "=" in a)
+
+
+def dockerfile_env() -> dict[str, str]:
+    env = {}
+    for keyword, args in dockerfile_instructions():
+        if keyword == "ENV":
+            env.update(item.split("=", 1) for item in shlex.split(args))
+    return env
+
+
+def constraint_pin(name: str) -> str:
+    (pin,) = re.findall(rf"^{re.escape(name)}==(\S+)$", (REPO / "jobs" / "kuberay" / "constraints.txt").read_text(), re.M)
+    return pin
+
+
+def test_image_prebuilds_deepspeed_adam_for_cuda_with_torchs_cuda_release():
+    """fused_adam / cpu_adam compiled at build time for DeepSpeed's CUDA accelerator (DeepSpeed loads a
+    pre-built op only when its recorded accelerator is the one it runs on: a build without GPU would
+    record 'cpu'), with the nvcc of the CUDA release torch's wheels need (cuda-toolkit pin)."""
+    runs = [a for k, a in dockerfile_instructions() if k == "RUN"]
+    (install,) = [r for r in runs if "-c jobs/kuberay/constraints.txt" in r and '-e ".[cluster,gpu]"' in r]
+    steps = [s.strip() for s in install.split("&&")]
+    assert steps[0].startswith("pip install") and '-e ".[cluster,gpu]"' in steps[0]
+    rebuild = next(s for s in steps if "deepspeed" in s.split() and "--no-build-isolation" in s)
+    for setting in ("DS_ACCELERATOR=cuda", "DS_BUILD_FUSED_ADAM=1", "DS_BUILD_CPU_ADAM=1", "TORCH_CUDA_ARCH_LIST="):
+        assert setting in rebuild, setting
+    assert "9.0" in rebuild.split("TORCH_CUDA_ARCH_LIST=")[1].split()[0]  # H100
+    assert "--no-deps" in rebuild and "-c jobs/kuberay/constraints.txt" in rebuild  # the pinned DeepSpeed again
+    assert steps.index(rebuild) < steps.index("python jobs/kuberay/check_image.py") < len(steps) - 1
+    major, minor = constraint_pin("cuda-toolkit").split(".")[:2]
+    args = dockerfile_args()
+    assert args["CUDA_APT_VERSION"] == f"{major}-{minor}"
+    assert args["CUDA_HOME_DIR"] == f"/usr/local/cuda-{major}.{minor}"
+    apt = next(r for r in runs if "apt-get install" in r)
+    assert "cuda-nvcc-${CUDA_APT_VERSION}" in apt and "${CUDA_HOME_DIR}/bin/nvcc --version" in apt
+    assert dockerfile_env()["CUDA_HOME"] == "${CUDA_HOME_DIR}"
+    # the toolkit is installed before the pip step that compiles with it
+    assert runs.index(apt) < runs.index(install)
+
+
+def test_image_has_efa_and_nccl_uses_it():
+    runs = [a for k, a in dockerfile_instructions() if k == "RUN"]
+    efa = next(r for r in runs if "efa_installer.sh" in r)
+    assert "efa-installer.amazonaws.com/aws-efa-installer-${EFA_INSTALLER_VERSION}.tar.gz" in efa
+    assert re.fullmatch(r"\d+\.\d+\.\d+", dockerfile_args()["EFA_INSTALLER_VERSION"])
+    for flag in ("-y", "--skip-kmod", "--no-verify"):  # user space only; no EFA device during the build
+        assert flag in efa.split()
+    env = dockerfile_env()
+    assert env["FI_PROVIDER"] == "efa" and env["FI_EFA_USE_DEVICE_RDMA"] == "1" and env["FI_EFA_FORK_SAFE"] == "1"
+    assert env["NCCL_SOCKET_IFNAME"].startswith("^lo")
+    lib_path = env["LD_LIBRARY_PATH"].split(":")
+    from check_image import EFA_LIBS
+
+    for pattern in EFA_LIBS:  # what the build-time check looks for is on the loader's path
+        folder = pattern.split("/lib")[0]
+        assert any(p.startswith(folder + "/lib") for p in lib_path), (pattern, lib_path)
+
+
+def test_every_run_step_is_valid_shell():
+    args = dockerfile_args()
+    for keyword, cmd in dockerfile_instructions():
+        if keyword == "RUN":
+            for name, value in args.items():
+                cmd = cmd.replace("${" + name + "}", value)
+            check = subprocess.run(["bash", "-n", "-c", cmd], capture_output=True, text=True)
+            assert check.returncode == 0, f"{cmd!r}: {check.stderr}"
+
+
+def test_check_image_names_each_problem():
+    from check_image import PREBUILT_OPS, image_problems
+
+    efa = {"/opt/amazon/efa/lib*/libfabric.so*": ["/opt/amazon/efa/lib/libfabric.so.1"],
+           "/opt/amazon/ofi-nccl/lib*/**/libnccl-net*.so*": ["/opt/amazon/ofi-nccl/lib/libnccl-net-ofi.so"]}
+    good = dict(installed_ops={op: True for op in PREBUILT_OPS}, accelerator_name="cuda", built_with_cuda="13.0",
+                torch_cuda="13.0", efa_files=efa)
+    assert image_problems(**good) == []
+    bad = {
+        "fused_adam": dict(installed_ops={"cpu_adam": True, "fused_adam": False}),
+        "accelerator 'cpu'": dict(accelerator_name="cpu"),
+        "built with CUDA 12.8": dict(built_with_cuda="12.8"),
+        "CPU build": dict(torch_cuda=None),
+        "aws-ofi-nccl": dict(efa_files={**efa, "/opt/amazon/ofi-nccl/lib*/**/libnccl-net*.so*": []}),
+    }
+    for expected, change in bad.items():
+        problems = image_problems(**{**good, **change})
+        assert len(problems) >= 1 and any(expected in p for p in problems), (expected, problems)
+
+
+def test_check_image_refuses_this_machines_cpu_install():
+    """The real check, run here: this CPU install has no pre-built CUDA ops and no EFA (exit status 1)."""
+    out = subprocess.run([sys.executable, str(REPO / "jobs" / "kuberay" / "check_image.py")], capture_output=True,
+                         text=True, env={**os.environ, "DS_ACCELERATOR": "cpu"})
+    assert out.returncode == 1, out.stdout
+    assert "not pre-built: fused_adam, cpu_adam" in out.stderr and "'cpu', not 'cuda'" in out.stderr
+    assert "EFA: nothing matches" in out.stderr

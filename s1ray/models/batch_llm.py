@@ -50,6 +50,9 @@ MAX_TOKENS, TEMPERATURE, TOP_P, SEED, STOP = "_s1_max_tokens", "_s1_temperature"
 TEXT, N_TOKENS, FINISH, ERROR = "_s1_text", "_s1_n_tokens", "_s1_finish", "_s1_error"
 SCHEMA = "_s1_schema"  # the packed rows' Arrow schema (serialized)
 LIGHT_CPUS = 0.25  # pack/unpack and the processors' row-wise pre/postprocess
+# What a Ray Data LLM engine actor asks for with tensor/pipeline parallelism > 1: the stage sets no
+# num_cpus, and Ray Data gives map actors 1 CPU by default (data/_internal/.../map_operator.py).
+ENGINE_ACTOR_CPUS = 1.0
 
 
 @dataclasses.dataclass
@@ -116,7 +119,8 @@ def vllm_processor_config(cfg: GenerationConfig, *, gpu: bool | None = None, num
 
     ``gpu`` defaults to the config's declared ``num_gpus > 0`` (the driver of a cluster job often
     has no GPU itself). CPU: one engine bundle of ``num_cpus`` CPUs, no accelerator. GPU: one
-    bundle per tensor/pipeline-parallel worker, ``num_gpus`` in all. s1ray renders prompts and
+    bundle per tensor/pipeline-parallel worker, ``num_gpus`` in all, ``num_cpus`` shared out, and
+    at least the engine actor's CPU in the first bundle (else the actor never schedules). s1ray renders prompts and
     token ids itself (same chat template and tokenization as the hf backend), so Ray's chat
     template / tokenize / detokenize stages are off.
     """
@@ -131,6 +135,12 @@ def vllm_processor_config(cfg: GenerationConfig, *, gpu: bool | None = None, num
         workers = int(kwargs.get("tensor_parallel_size", 1)) * int(kwargs.get("pipeline_parallel_size", 1))
         per_gpu = 1.0 if workers > 1 else min(1.0, cfg.num_gpus) if cfg.num_gpus > 0 else 1.0
         bundles = [{"CPU": round(cpus / workers, 3), "GPU": per_gpu} for _ in range(workers)]
+        if workers > 1:
+            # vLLM's Ray executor: the engine actor is scheduled into this placement group with
+            # Ray Data's default request of ENGINE_ACTOR_CPUS, which Ray places in ONE bundle (it
+            # refuses a request no single bundle can hold), and its tensor-parallel workers take
+            # 1 GPU and 0 CPUs each from the GPU bundles. So one bundle holds the actor's CPU.
+            bundles[0]["CPU"] = max(bundles[0]["CPU"], ENGINE_ACTOR_CPUS)
         pg = {"bundles": bundles, "strategy": "STRICT_PACK" if workers > 1 else "PACK"}
     else:
         pg = {"bundles": [{"CPU": cpus}]}

@@ -17,7 +17,6 @@ the batch is split across workers and micro-batches.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -130,8 +129,9 @@ class SFTRecipe:
     def setup(self) -> bool:
         """Data, model, engine and resume state; False when the run had already finished."""
         cfg = self.cfg
-        if not cfg.use_gpu:
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        from s1ray.train.accelerator import select_deepspeed_accelerator
+
+        select_deepspeed_accelerator(cfg.use_gpu)  # before DeepSpeed's first use in this worker
         import deepspeed
         import ray.train
         import torch

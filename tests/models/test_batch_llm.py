@@ -71,6 +71,39 @@ def test_vllm_processor_config_gpu_is_built_not_run(ray_local):
     assert kw1["num_gpus"] == 1 and kw1["num_cpus"] == 2
 
 
+@pytest.mark.parametrize("tp, num_cpus", [(1, 1.0), (2, 0.5), (4, 1.0), (8, 1.0), (8, 16.0)])
+def test_tensor_parallel_engines_fit_their_placement_bundles(ray_local, tp, num_cpus):
+    """What Ray would schedule, read off the built processor: the engine actor's request (Ray
+    Data's defaults applied) fits ONE bundle, each tensor-parallel worker a GPU bundle of its own,
+    and the bundles hold the CPUs the config declares (TP 4 at 1 CPU used to give 0.25 per bundle:
+    the 1-CPU actor never scheduled and curation hung)."""
+    from ray.data._internal.execution.operators.map_operator import _canonicalize_ray_remote_args
+    from ray.data.llm import build_processor
+    from ray.util.placement_group import _valid_resource_shape
+
+    assert _canonicalize_ray_remote_args({})["num_cpus"] == bl.ENGINE_ACTOR_CPUS  # Ray Data's default
+    pc = bl.vllm_processor_config(vllm_cfg(num_gpus=tp, num_cpus=num_cpus))
+    assert pc.engine_kwargs["tensor_parallel_size"] == tp
+    stage = build_processor(pc).get_stage_by_name("vLLMEngineStage").map_batches_kwargs
+    actor = _canonicalize_ray_remote_args({k: v for k, v in stage.items() if k in ("num_cpus", "num_gpus")})
+    if tp == 1:  # "uni" executor: the actor itself holds the bundle's resources, no placement group
+        assert "ray_remote_args_fn" not in stage
+        assert (actor["num_cpus"], actor["num_gpus"]) == (num_cpus, 1)
+        return
+    fn = stage["ray_remote_args_fn"]  # partial(_ray_scheduling_strategy_fn, n, accelerator, pg config)
+    n_bundles, _, pg = fn.args
+    bundles = pg["bundles"]
+    assert n_bundles == tp == len(bundles) and pg["strategy"] == "STRICT_PACK"
+    assert actor["num_gpus"] == 0
+    assert _valid_resource_shape({"CPU": actor["num_cpus"]}, bundles), (actor, bundles)
+    assert all(b["GPU"] == 1 for b in bundles)  # vLLM: one GPU per bundle, one worker per GPU bundle
+    assert sum(b["CPU"] for b in bundles) >= num_cpus - 1e-9
+    # and Ray's own check refuses the old layout, so this test is about something real
+    if num_cpus / tp < bl.ENGINE_ACTOR_CPUS:
+        old = [{"CPU": round(num_cpus / tp, 3), "GPU": 1.0}] * tp
+        assert not _valid_resource_shape({"CPU": actor["num_cpus"]}, old)
+
+
 def test_http_processor_config(monkeypatch):
     monkeypatch.setenv("S1RAY_TEST_KEY", SECRET)
     cfg = GenerationConfig(backend="openai", model="served", batch_size=16, concurrency=2, num_cpus=0.25,
