@@ -47,6 +47,11 @@ def listing(fs, prefix: str) -> set[str]:
     return {i.path.removeprefix(prefix + "/") for i in infos if i.is_file}
 
 
+def checkpoint_dirs(files: set[str]) -> set[str]:
+    """The checkpoint folders among a run's files (not checkpoint_manager_snapshot.json beside them)."""
+    return {p.split("/", 1)[0] for p in files if "/" in p and p.startswith(("checkpoint_", "final_"))}
+
+
 def steps_done(trace) -> list[int]:
     return [json.loads(line)["step"] for line in (trace / "rank0.jsonl").read_text().splitlines()]
 
@@ -74,7 +79,7 @@ def test_checkpoints_on_s3_and_a_rerun_resumes_from_there(tmp_path, s3, ray_loca
     first = listing(s3, run_prefix)
     epoch1 = f"checkpoint_{spe:07d}"
     assert {f"{epoch1}/hf_model/model.safetensors", f"{epoch1}/resume_state.json"} <= first
-    assert not any(p.startswith("checkpoint_") and not p.startswith(epoch1) for p in first)  # once per epoch only
+    assert checkpoint_dirs(first) == {epoch1}  # once per epoch only
     assert not (tmp_path / "model").exists()
 
     # Same run name, same bucket: resumes from the S3 checkpoint, finishes, exports locally.
@@ -84,7 +89,7 @@ def test_checkpoints_on_s3_and_a_rerun_resumes_from_there(tmp_path, s3, ray_loca
     assert all(done.count(s) == 1 for s in range(1, spe + 1))  # before the checkpoint: done once
     assert done.count(spe + 1) == 2  # the failed step, redone after the resume
     assert summary["checkpoint"] == f"{run_prefix}/final_{3 * spe:07d}"
-    kept = {p.split("/", 1)[0] for p in listing(s3, run_prefix) if p.startswith(("checkpoint_", "final_"))}
+    kept = checkpoint_dirs(listing(s3, run_prefix))
     assert kept == {f"final_{3 * spe:07d}"}, kept  # num_to_keep: 1 -- Ray deleted the epoch checkpoints from S3
     from transformers import AutoModelForCausalLM
 
