@@ -50,7 +50,7 @@ def test_ray_launcher_accepts_it():
     lambda c: c.update(worker_count=3),                                     # unknown top-level key
     lambda c: c["available_node_types"]["gpu_h100"].update(min_worker=0),   # misspelt node key
     lambda c: c["docker"].update(imagee="x"),                               # misspelt docker key
-    lambda c: c["provider"]["security_group"].update(Rules=[]),             # unknown SG key
+    lambda c: c["provider"].update(security_group={"GroupName": "x", "Rules": []}),  # unknown SG key
 ])
 def test_launcher_validation_rejects_unknown_keys(mutate):
     """The check above has teeth: the same validator refuses a config with a stray key."""
@@ -90,12 +90,16 @@ GPU_AMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver
 CONSTRAINTS = REPO / "jobs" / "kuberay" / "constraints.txt"
 
 
-def test_every_node_boots_a_current_gpu_capable_ami():
+def test_every_node_boots_one_pinned_ami():
     """No ImageId = the launcher's default "Deep Learning AMI (Ubuntu 18.04) V71.0" (CUDA 11, no
-    H100 driver). Every node type names the Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu
-    22.04: driver + Docker + NVIDIA container toolkit) through EC2's documented resolve:ssm: form."""
-    for name, node_type in raw()["available_node_types"].items():
-        assert node_type["node_config"]["ImageId"] == f"resolve:ssm:{GPU_AMI_PARAMETER}", name
+    H100 driver); resolve:ssm:.../latest = whatever AMI is newest at each launch, so two nodes of
+    one run may differ and an AMI update lands unreviewed. Every node type names the same AMI id
+    (the head role may launch only that one, jobs/aws/s1ray-head-policy.json); the comment says
+    which SSM parameter gives the Deep Learning Base OSS Nvidia Driver GPU AMI's current id."""
+    ids = {node_type["node_config"]["ImageId"] for node_type in raw()["available_node_types"].values()}
+    (ami,) = ids
+    assert re.fullmatch(r"ami-[0-9a-f]{8}([0-9a-f]{9})?", ami), ami
+    assert GPU_AMI_PARAMETER in CLUSTER.read_text()  # how to look the id up
 
 
 def test_gpu_containers_get_the_gpus():
@@ -185,7 +189,6 @@ def test_ray_ports_are_not_public():
         world = any(r.get("CidrIp") == "0.0.0.0/0" for r in rule.get("IpRanges", [])) or any(
             r.get("CidrIpv6") == "::/0" for r in rule.get("Ipv6Ranges", []))
         assert not (world and ports & RAY_PORTS), rule
-    assert cfg["provider"]["security_group"]["GroupName"]
     assert "0.0.0.0" not in text and "::/0" not in text
     head_start = " ".join(cfg["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head_start
@@ -209,6 +212,9 @@ def test_no_credentials_and_hardened_nodes():
     for name, node_type in raw()["available_node_types"].items():
         nc = node_type["node_config"]
         assert nc["MetadataOptions"]["HttpTokens"] == "required", f"{name}: IMDSv2 not enforced"
+        # Hop limit 1: the metadata token cannot be fetched through one more network hop (a container
+        # on a bridge network); Ray's containers use the host network, so they still get their role.
+        assert nc["MetadataOptions"]["HttpPutResponseHopLimit"] == 1, f"{name}: metadata reachable one hop away"
         assert all(b["Ebs"]["Encrypted"] for b in nc["BlockDeviceMappings"]), f"{name}: unencrypted disk"
 
 
@@ -233,17 +239,70 @@ def test_every_command_is_valid_shell():
         assert check.returncode == 0, f"{cmd!r}: {check.stderr}"
 
 
+def test_containers_use_the_host_network():
+    """Why hop limit 1 still lets containers reach their instance role: Ray starts them with --net=host."""
+    from ray.autoscaler._private.docker import docker_start_cmds
+
+    cfg = raw()
+    cmd = docker_start_cmds("ubuntu", cfg["docker"]["image"], {}, cfg["docker"]["container_name"],
+                            cfg["docker"]["run_options"], cfg["cluster_name"], "/home/ray", "docker")
+    assert "--net=host" in cmd and "--network" not in " ".join(raw()["docker"]["run_options"])
+
+
+def test_every_node_type_names_the_security_group_by_id(monkeypatch):
+    """A name the launcher cannot find makes it create a group with SSH open to 0.0.0.0/0; ids it
+    passes to RunInstances as they are, and a missing one fails the launch. Ray's own set-up step
+    (run here) must find a group id in every node type and never try to create one. EFA node types
+    (NetworkInterfaces) carry the id in each interface's Groups, which Ray copies first."""
+    from ray.autoscaler._private.aws import config as aws_config
+
+    def would_create(config, node_types):
+        raise AssertionError(f"the launcher would create a security group for {node_types}")
+
+    monkeypatch.setattr(aws_config, "_upsert_security_groups", would_create)
+    cfg = launcher_view(raw())
+    assert "security_group" not in cfg["provider"]
+    configured = aws_config._configure_security_group(aws_config._configure_from_network_interfaces(cfg))
+    groups = {g for n in configured["available_node_types"].values() for g in n["node_config"]["SecurityGroupIds"]}
+    (group,) = groups
+    assert re.fullmatch(r"sg-[0-9a-f]{8}([0-9a-f]{9})?", group)
+    without = raw()
+    del without["available_node_types"]["cpu_worker"]["node_config"]["SecurityGroupIds"]
+    with pytest.raises(AssertionError, match="would create a security group for \\['cpu_worker'\\]"):
+        aws_config._configure_security_group(launcher_view(without))
+
+
 def test_shared_storage_is_mounted_on_every_host_and_container():
     cfg = raw()
     mount = " ".join(cfg["initialization_commands"])  # host level, before the container starts
-    assert "mount -t nfs4" in mount and f".efs.{cfg['provider']['region']}.amazonaws.com:/" in mount
-    assert "/mnt/s1ray" in mount
+    # The EFS mount helper, encrypted in transit (tls), authorised by the instance role (iam),
+    # through the access point that acts as uid 1000; never a plain NFS mount as a fallback.
+    assert re.search(r"sudo mount -t efs -o tls,iam,accesspoint=\$EFS_AP \"\$EFS_ID:/\" /mnt/s1ray", mount)
+    assert "nfs4" not in mount and "nfs-common" not in mount
+    assert re.search(r"EFS_ID=fs-[0-9a-f]{17} && EFS_AP=fsap-[0-9a-f]{17}", mount)
     assert "-v /mnt/s1ray:/mnt/s1ray" in cfg["docker"]["run_options"]
     assert "-e S1RAY_STORAGE=/mnt/s1ray" in cfg["docker"]["run_options"]
-    # Owned by the container's user and closed to others: checkpoints there are unpickled on resume.
+    # Closed to others: checkpoints there are unpickled on resume.
     assert "chmod 1777" not in mount and "chmod 777" not in mount and "a+w" not in mount
-    assert "sudo chown 1000:100 /mnt/s1ray" in mount and "sudo chmod 0750 /mnt/s1ray" in mount
+    assert "sudo chmod 0750 /mnt/s1ray" in mount
     assert "mkdir -p -m 0750 /mnt/s1ray/runs /mnt/s1ray/logs" in mount
+
+
+def test_checkpoints_are_staged_on_the_local_nvme(tmp_path):
+    """TMPDIR in every container is the host's instance store (the DLAMI mounts a p5's NVMe at
+    /opt/dlami/nvme): tempfile.mkdtemp (s1ray's checkpoint folders), Checkpoint.as_directory and
+    Ray's own temp dir (session, object spilling) all follow it, instead of the root volume."""
+    options = raw()["docker"]["run_options"]
+    assert "-v /opt/dlami/nvme/s1ray-tmp:/mnt/nvme/tmp" in options and "-e TMPDIR=/mnt/nvme/tmp" in options
+    nvme = tmp_path / "nvme-tmp"  # stands in for /mnt/nvme/tmp (gettempdir needs it to exist)
+    nvme.mkdir()
+    probe = ("import tempfile; from ray._common.utils import get_default_ray_temp_dir as ray_tmp; "
+             "from ray.train import Checkpoint; c = Checkpoint('/nonexistent'); "
+             "print(tempfile.mkdtemp(prefix='s1ray-ckpt-'), ray_tmp(), c._get_temporary_checkpoint_dir())")
+    env = {"TMPDIR": str(nvme), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    staged = out.stdout.split()
+    assert len(staged) == 3 and all(p.startswith(str(nvme) + "/") for p in staged), (staged, out.stderr[-2000:])
 
 
 def test_initialization_commands_run_and_leave_storage_closed(tmp_path):
@@ -258,7 +317,7 @@ def test_initialization_commands_run_and_leave_storage_closed(tmp_path):
     stubs = {
         "sudo": f'case "$1" in chown|mount|apt-get) echo "sudo $*" >> {log}; exit 0;; esac\nexec "$@"',
         "mountpoint": "exit 1",
-        "mount.nfs4": "exit 0",
+        "mount.efs": "exit 0",
         "aws": f'echo "aws $*" >> {log}; echo token-from-aws',
         "docker": f'echo "docker $* stdin=$(cat)" >> {log}',
     }
@@ -267,20 +326,53 @@ def test_initialization_commands_run_and_leave_storage_closed(tmp_path):
         (bin_dir / name).chmod(0o755)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
     for cmd in cfg["initialization_commands"]:
-        moved = cmd.replace("/mnt/s1ray", f"{root}/mnt/s1ray")
-        assert "/mnt/s1ray" not in moved.replace(f"{root}/mnt/s1ray", "")  # nothing touches the real path
-        out = subprocess.run(["bash", "-c", moved], env=env, capture_output=True, text=True)
+        out = subprocess.run(["bash", "-c", moved_under(cmd, root)], env=env, capture_output=True, text=True)
         assert out.returncode == 0, (cmd, out.stderr)
     calls = log.read_text()
     storage = root / "mnt" / "s1ray"
-    assert "sudo mount -t nfs4" in calls and f"fs-0123456789abcdef0.efs.us-west-2.amazonaws.com:/ {storage}" in calls
-    assert f"sudo chown 1000:100 {storage}" in calls
+    assert f"sudo mount -t efs -o tls,iam,accesspoint=fsap-0123456789abcdef0 fs-0123456789abcdef0:/ {storage}" in calls
+    assert "chown" not in calls.split("sudo mount", 1)[0]  # the access point, not a chown, sets the owner
+    staging = root / "opt" / "dlami" / "nvme" / "s1ray-tmp"
+    assert f"sudo chown 1000:100 {staging}" in calls and oct(staging.stat().st_mode & 0o777) == "0o700"
     assert oct(storage.stat().st_mode & 0o777) == "0o750"
     assert {p.name for p in storage.iterdir()} == {"runs", "logs"}
     assert all(oct(p.stat().st_mode & 0o777) == "0o750" for p in storage.iterdir())
     assert "aws ecr get-login-password --region us-west-2" in calls
     assert re.search(r"docker login --username AWS --password-stdin \d{12}\.dkr\.ecr\.us-west-2\.amazonaws\.com "
                      r"stdin=token-from-aws", calls)
+
+
+def moved_under(cmd: str, root: Path) -> str:
+    """A host command with the paths it touches (the EFS mount, the NVMe, the device list) under root."""
+    moved = cmd
+    for path in ("/mnt/s1ray", "/opt/dlami/nvme", "/dev/disk/by-id"):
+        moved = moved.replace(path, f"{root}{path}")
+        assert path not in moved.replace(f"{root}{path}", ""), path  # nothing touches the real path
+    return moved
+
+
+def test_hosts_refuse_to_stage_on_the_root_volume_or_mount_without_tls(tmp_path):
+    """A host with instance-store NVMe that is not mounted where TMPDIR points, or without the EFS
+    mount helper, stops its boot (Ray reports the failed node) rather than degrade silently."""
+    mount_efs, staging = raw()["initialization_commands"][:2]
+    root = tmp_path / "root"
+    (root / "dev" / "disk" / "by-id").mkdir(parents=True)
+    (root / "dev" / "disk" / "by-id" / "nvme-Amazon_EC2_NVMe_Instance_Storage_AWS1").touch()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in {"mountpoint": "exit 1", "sudo": 'exec "$@"'}.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    out = subprocess.run(["bash", "-c", moved_under(staging, root)], env=env, capture_output=True, text=True)
+    assert out.returncode != 0 and "staging would go to the root volume" in out.stderr
+    assert not (root / "opt" / "dlami" / "nvme" / "s1ray-tmp").exists()
+    (bin_dir / "mountpoint").write_text("#!/bin/bash\nexit 0\n")  # the AMI mounted the instance store
+    out = subprocess.run(["bash", "-c", moved_under(staging, root)], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    out = subprocess.run(["bash", "-c", moved_under(mount_efs, root)], env=env, capture_output=True, text=True)
+    assert out.returncode != 0 and "mount.efs missing" in out.stderr  # no helper on PATH here
+    assert not (root / "mnt" / "s1ray").exists()
 
 
 def test_start_commands_export_node_secrets_to_ray(tmp_path):

@@ -201,7 +201,8 @@ def test_images_are_the_pinned_cluster_image():
     cluster_image = yaml.safe_load((REPO / "cluster.yaml").read_text())["docker"]["image"]
     assert cluster_image.endswith("/" + tag), "cluster.yaml and KubeRay must run the same image"
     text = DOCKERFILE.read_text()
-    assert re.search(r"^FROM (\S+)", text, re.M).group(1) == f"rayproject/ray:{ray.__version__}-{py}-gpu"
+    base = re.search(r"^FROM (\S+)", text, re.M).group(1)
+    assert base == f"rayproject/ray:{ray.__version__}-{py}-gpu@${{RAY_BASE_DIGEST}}", base
     assert tag in text  # the build command in the Dockerfile makes this tag
     assert re.search(r"^WORKDIR /home/ray/s1ray$", text, re.M)
     for line in re.findall(r"^COPY (?:--\S+ )*(.+)$", text, re.M):
@@ -304,26 +305,99 @@ def test_least_privilege_service_accounts():
     for name in ("cpu-workers", "gpu-workers"):
         pod = g[name]["template"]["spec"]
         assert pod["serviceAccountName"] == "s1ray-worker" and pod["automountServiceAccountToken"] is False
-    assert set(accounts) == {"s1ray-head", "s1ray-worker"}
+    assert set(accounts) == {"s1ray-head", "s1ray-worker", "s1ray-submitter"}
     assert accounts["s1ray-worker"]["automountServiceAccountToken"] is False
-    for sa in accounts.values():
+    for name in ("s1ray-head", "s1ray-worker"):
         assert re.fullmatch(r"arn:aws:iam::\d{12}:role/[\w+=,.@-]+",
-                            sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"])
+                            accounts[name]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"])
+    # The submitter needs the Ray token only: no cloud role, no Kubernetes API token.
+    submitter = accounts["s1ray-submitter"]
+    assert "annotations" not in submitter["metadata"] and submitter["automountServiceAccountToken"] is False
+
+
+def submitter_pod() -> dict:
+    return rayjob()["spec"]["submitterPodTemplate"]
+
+
+def test_the_driver_runs_without_the_autoscalers_token():
+    """The job's driver runs in the head's ray-head container (the job server's supervisor), the
+    submitter in its own pod. Neither may act with the autoscaler's Kubernetes rights: the head
+    pod mounts no token, and its projected token goes to the autoscaler container only
+    (KubeRay adds autoscalerOptions.volumeMounts to the container it injects)."""
+    spec = rayjob()["spec"]
+    head = groups()["head"]["template"]["spec"]
+    assert head["serviceAccountName"] == "s1ray-head" and head["automountServiceAccountToken"] is False
+    (token_volume,) = [v for v in head["volumes"] if "projected" in v]
+    sources = token_volume["projected"]["sources"]
+    assert {"path": "token", "expirationSeconds": 3600} in [s.get("serviceAccountToken") for s in sources]
+    mounts = spec["rayClusterSpec"]["autoscalerOptions"]["volumeMounts"]
+    assert mounts == [{"name": token_volume["name"], "readOnly": True,
+                       "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]
+    from ray.autoscaler._private.kuberay.node_provider import IN_CLUSTER_CA_CERT_PATH, IN_CLUSTER_TOKEN_PATH
+
+    paths = {f"{mounts[0]['mountPath']}/{s[k].get('path') or s[k]['items'][0]['path']}"
+             for s in sources for k in s}
+    assert {IN_CLUSTER_TOKEN_PATH, IN_CLUSTER_CA_CERT_PATH} <= paths  # where Ray's autoscaler reads them
+    for name, g in groups().items():
+        for c in containers(g):
+            assert token_volume["name"] not in {m["name"] for m in c["volumeMounts"]}, f"{name}/{c['name']}"
+    sub = submitter_pod()["spec"]
+    assert sub["serviceAccountName"] == "s1ray-submitter" and sub["automountServiceAccountToken"] is False
+    assert sub["restartPolicy"] == "Never" and spec["submissionMode"] == "K8sJobMode"
+    (container,) = sub["containers"]
+    assert "command" not in container  # KubeRay fills in `ray job submit` (address, job id, token)
+    assert container["image"] == containers(groups()["head"])[0]["image"]
+
+
+def all_pods() -> dict[str, dict]:
+    return {**{name: g["template"] for name, g in groups().items()}, "submitter": submitter_pod()}
+
+
+def test_every_pod_is_confined():
+    """Non-root, RuntimeDefault seccomp (the container runtime's syscall filter), no privilege
+    escalation, no capabilities: for every Ray pod, the submitter and the autoscaler container."""
+    for name, pod in all_pods().items():
+        sc = pod["spec"]["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 1000, name
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for c in pod["spec"]["containers"]:
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False, name
+            assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}, name
+        assert pod["metadata"]["labels"]["app.kubernetes.io/name"] == "s1ray", name  # NetworkPolicy applies
+    auto = rayjob()["spec"]["rayClusterSpec"]["autoscalerOptions"]["securityContext"]
+    assert auto == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    errors = schema_errors(rayjob(), crd_schema(MIN_KUBERAY))  # seccompProfile etc. are CRD fields
+    assert not errors, errors
+
+
+def test_checkpoints_are_staged_on_the_nodes_local_disk():
+    """TMPDIR (checkpoint staging, Ray's temp dir) is an emptyDir on every pod; the GPU pods ask for
+    enough ephemeral storage that only an instance-store-backed p5 node can hold them."""
+    for name, g in groups().items():
+        pod = g["template"]["spec"]
+        local = {v["name"] for v in pod["volumes"] if v.get("emptyDir") == {}}
+        for c in containers(g):
+            env = {e["name"]: e.get("value") for e in c["env"]}
+            mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+            assert mounts[env["TMPDIR"]] in local, name
+    gpu = containers(groups()["gpu-workers"])[0]["resources"]
+    assert gpu["requests"]["ephemeral-storage"] == gpu["limits"]["ephemeral-storage"] == "2Ti"
 
 
 def test_network_policy_admits_the_namespace_and_the_operator_to_the_dashboard_only():
     head = rayjob()["spec"]["rayClusterSpec"]["headGroupSpec"]
     assert head["serviceType"] == "ClusterIP" and head["enableIngress"] is False
     text = yaml.safe_dump_all(docs())  # values only: the comments may name what is NOT used
-    for word in ("LoadBalancer", "NodePort", "hostNetwork: true", "0.0.0.0/0", "ipBlock"):
+    for word in ("LoadBalancer", "NodePort", "hostNetwork: true", "hostPath"):
         assert word not in text
-    (policy,) = of_kind("NetworkPolicy")
+    policy = of_kind("NetworkPolicy")[0]
+    assert "ipBlock" not in yaml.safe_dump(policy["spec"]["ingress"])  # ingress by pod identity only
     assert policy["apiVersion"] == "networking.k8s.io/v1"
     selected = policy["spec"]["podSelector"]["matchLabels"]
     for name, g in groups().items():
         labels = g["template"]["metadata"]["labels"]
         assert selected.items() <= labels.items(), f"{name} pods are not covered by the NetworkPolicy"
-    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     same_namespace, operator = policy["spec"]["ingress"]
     assert same_namespace == {"from": [{"podSelector": {}}]}
     (peer,) = operator["from"]
@@ -334,6 +408,60 @@ def test_network_policy_admits_the_namespace_and_the_operator_to_the_dashboard_o
     assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "kuberay-operator"}
     dashboard = {p["containerPort"] for p in containers(head)[0]["ports"] if p["name"] == "dashboard"}
     assert operator["ports"] == [{"protocol": "TCP", "port": DASHBOARD_PORT}] and dashboard == {DASHBOARD_PORT}
+
+
+# --- egress, evaluated: NetworkPolicy semantics for IP destinations and same-namespace pods ------
+
+METADATA, API_SERVICE, API_ENDPOINT = "169.254.169.254", "10.100.0.1", "10.0.12.34"  # EKS defaults
+PUBLIC_HTTPS = "52.92.16.1"  # an S3 address
+
+
+def egress_allowed(pod_labels: dict, ip: str | None, port: int, protocol: str = "TCP",
+                   to_pod: dict | None = None) -> bool:
+    """Whether the manifest's NetworkPolicies let a pod with ``pod_labels`` reach ``ip:port`` (or a
+    pod of the same namespace with labels ``to_pod``): allowed by any rule of any policy that
+    selects the pod for Egress; a pod no policy selects for Egress is not isolated."""
+    import ipaddress
+
+    selecting = [p["spec"] for p in of_kind("NetworkPolicy")
+                 if p["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+                 and "Egress" in p["spec"]["policyTypes"]]
+    if not selecting:
+        return True
+    for spec in selecting:
+        for rule in spec.get("egress", []):
+            ports = rule.get("ports")
+            if ports and not any(p["port"] == port and p.get("protocol", "TCP") == protocol for p in ports):
+                continue
+            for peer in rule.get("to", [{}]):
+                if "ipBlock" in peer and ip is not None:
+                    block = peer["ipBlock"]
+                    addr = ipaddress.ip_address(ip)
+                    if addr in ipaddress.ip_network(block["cidr"]) and not any(
+                            addr in ipaddress.ip_network(e) for e in block.get("except", [])):
+                        return True
+                if set(peer) == {"podSelector"} and to_pod is not None:
+                    if peer["podSelector"].get("matchLabels", {}).items() <= to_pod.items():
+                        return True
+    return False
+
+
+def test_egress_reaches_what_the_jobs_need_and_not_the_metadata_service_or_the_api():
+    labels = {name: {**pod["metadata"]["labels"], **({"ray.io/node-type": "head"} if name == "head" else {})}
+              for name, pod in all_pods().items()}  # KubeRay adds ray.io/node-type to the Ray pods
+    for name, mine in labels.items():
+        assert egress_allowed(mine, PUBLIC_HTTPS, 443), name               # hub, S3, STS
+        assert egress_allowed(mine, None, 6379, to_pod=labels["head"]), name  # Ray inside the namespace
+        assert not egress_allowed(mine, METADATA, 80), name                # instance credentials
+        assert not egress_allowed(mine, METADATA, 443), name
+        assert not egress_allowed(mine, PUBLIC_HTTPS, 22), name            # HTTPS only to the outside
+        api = egress_allowed(mine, API_SERVICE, 443) or egress_allowed(mine, API_ENDPOINT, 443)
+        assert api == (name == "head"), name                               # the autoscaler's pod only
+    (dns,) = [r for p in of_kind("NetworkPolicy") for r in p["spec"].get("egress", [])
+              if any(port["port"] == 53 for port in r.get("ports", []))]
+    (peer,) = dns["to"]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kube-system"}
+    assert peer["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
 
 
 def test_no_credentials_in_manifest_or_dockerfile():
@@ -466,3 +594,19 @@ def test_check_image_refuses_this_machines_cpu_install():
     assert out.returncode == 1, out.stdout
     assert "not pre-built: fused_adam, cpu_adam" in out.stderr and "'cpu', not 'cuda'" in out.stderr
     assert "EFA: nothing matches" in out.stderr
+
+def test_image_base_is_pinned_by_digest_and_runs_as_uid_1000():
+    """The base image is named by digest (a tag can be re-pointed), given at build time with no
+    default, so a build that forgets it fails instead of pulling whatever the tag names today; the
+    image states its user numerically, the uid the pods require (runAsNonRoot, runAsUser)."""
+    text = DOCKERFILE.read_text()
+    args = dict(re.findall(r"^ARG (\w+)(?:=(\S*))?$", text, re.M))
+    assert args.get("RAY_BASE_DIGEST", "missing") == "", "RAY_BASE_DIGEST must be a build arg without default"
+    assert text.index("ARG RAY_BASE_DIGEST") < text.index("\nFROM ")
+    assert len(re.findall(r"^FROM ", text, re.M)) == 1
+    assert re.search(r"--build-arg RAY_BASE_DIGEST=sha256:", text)  # the documented build command
+    users = re.findall(r"^USER (\S+)$", text, re.M)
+    assert users and users[-1] == "1000:100", users  # the last USER is the one the image runs as
+    for name, pod in all_pods().items():
+        sc = pod["spec"]["securityContext"]
+        assert f"{sc['runAsUser']}:{sc['runAsGroup']}" == users[-1], name

@@ -103,7 +103,12 @@ class TrainConfig(StrictModel):
     storage_path: str = "outputs/train"  # local folder (relative: to where you run), or s3:// gs:// for multi-node
     storage_is_shared: bool = False  # set when a local-looking storage_path is an NFS mount on every node
     run_name: str | None = None  # same name again = resume; default derived from model and data
-    checkpoint_every_steps: int = Field(50, ge=1)
+    # When to checkpoint: every checkpoint_every_steps optimizer steps and/or at the end of every
+    # checkpoint_every_epochs epochs (null turns either off). At 32B a checkpoint costs minutes to an
+    # hour of I/O (docs/paper-scale.md "Checkpoints and storage at 32B"), so those configs save once
+    # per epoch: checkpoint_every_steps: null, checkpoint_every_epochs: 1.
+    checkpoint_every_steps: int | None = Field(50, ge=1)
+    checkpoint_every_epochs: int | None = Field(None, ge=1)
     # Checkpoint policy. Ray keeps the newest num_to_keep checkpoints (the final one counts) and
     # deletes older ones. Intermediate checkpoints hold the full DeepSpeed state (weights, optimizer
     # moments, schedule, data position) so a resume is exact; with checkpoint_optimizer_state: false
@@ -142,6 +147,12 @@ class TrainConfig(StrictModel):
             accum = self.global_batch_size // per_pass
         return {"micro_batch_size": self.micro_batch_size, "gradient_accumulation": accum,
                 "num_workers": self.num_workers, "global_batch_size": per_pass * accum}
+
+    def is_checkpoint_step(self, done: int, steps_per_epoch: int) -> bool:
+        """Whether an intermediate checkpoint follows optimizer step ``done`` (1-based)."""
+        if self.checkpoint_every_steps and done % self.checkpoint_every_steps == 0:
+            return True
+        return bool(self.checkpoint_every_epochs) and done % (steps_per_epoch * self.checkpoint_every_epochs) == 0
 
     def resolved_run_name(self) -> str:
         if self.run_name:

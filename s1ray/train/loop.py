@@ -236,7 +236,7 @@ class SFTRecipe:
                 h.on_step_end(rec)
             done = rec.step
             last = done == self.total_steps
-            want_ckpt = done % self.cfg.checkpoint_every_steps == 0 and not last
+            want_ckpt = self.cfg.is_checkpoint_step(done, self.spe) and not last
             if done % self.cfg.metrics_every_steps == 0 or want_ckpt or last or done in self.eval_steps:
                 metrics = self.report_metrics(done, rec)
                 if last:

@@ -82,14 +82,33 @@ def _check_storage(cfg: TrainConfig) -> None:
             "or a shared NFS mount and set storage_is_shared: true")
 
 
+def ray_storage(cfg: TrainConfig, filesystem: Any = None) -> tuple[str, Any]:
+    """(storage_path, storage_filesystem) for Ray's RunConfig.
+
+    Without ``filesystem`` Ray resolves the URI itself (``s3://`` through pyarrow's S3FileSystem,
+    which reads the standard AWS variables, AWS_ENDPOINT_URL included). With one (e.g. an
+    ``S3FileSystem(endpoint_override=...)`` for an S3-compatible store) Ray wants the path on that
+    filesystem, i.e. the URI without its scheme.
+    """
+    storage = cfg.resolved_storage_path()
+    if filesystem is None:
+        return storage, None
+    if cfg.storage_is_local():
+        raise ConfigError(f"storage_path={cfg.storage_path!r}: a storage_filesystem needs a URI such as "
+                          "s3://bucket/prefix (the scheme names what the filesystem serves)")
+    return storage.split("://", 1)[1], filesystem
+
+
 def build_trainer(cfg: TrainConfig, run_name: str | None = None, callbacks: list | None = None, *,
                   evaluation: Any = None, export: bool = True, report_also: dict[str, Any] | None = None,
-                  resume_from: str | None = None, hooks: Sequence[TrainHooks] = ()):
+                  resume_from: str | None = None, hooks: Sequence[TrainHooks] = (),
+                  storage_filesystem: Any = None):
     """A ready-to-fit TorchTrainer; the same run name in the same storage resumes.
 
     ``evaluation`` (an :class:`s1ray.evaluate.in_training.InTrainingEval`) scores the model on
     the training workers during the run; ``export=False`` skips writing the final weights;
-    ``report_also`` is added to every report; ``hooks`` instrument the loop (tests, benchmarks).
+    ``report_also`` is added to every report; ``hooks`` instrument the loop (tests, benchmarks);
+    ``storage_filesystem`` (a pyarrow filesystem) serves a remote ``storage_path`` (:func:`ray_storage`).
     """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -109,6 +128,7 @@ def build_trainer(cfg: TrainConfig, run_name: str | None = None, callbacks: list
     storage = cfg.resolved_storage_path()
     check_owned(f"{storage}/{name}", "Ray Train run")  # its checkpoints are unpickled on resume
     check_owned(resume_from or "", "resume_from checkpoint")
+    run_storage, run_fs = ray_storage(cfg, storage_filesystem)
     rows, info = prepare_data(cfg)
     tb_dir = cfg.logging.tensorboard_dir
     if tb_dir is None and cfg.logging.tensorboard and cfg.storage_is_local():
@@ -129,7 +149,7 @@ def build_trainer(cfg: TrainConfig, run_name: str | None = None, callbacks: list
         train_loop_config={"loop": loop},
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
-        run_config=RunConfig(name=name, storage_path=storage, callbacks=callbacks,
+        run_config=RunConfig(name=name, storage_path=run_storage, storage_filesystem=run_fs, callbacks=callbacks,
                              logging_config=train_logging_config(),  # Train's INFO lines with --verbose only
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep)),
@@ -146,7 +166,7 @@ def _dataset(rows):
 
 
 def run_train(cfg: TrainConfig, evaluation: Any = None, hooks: Sequence[TrainHooks] = (),
-              force: bool = False) -> dict[str, Any]:
+              force: bool = False, storage_filesystem: Any = None) -> dict[str, Any]:
     """Fit, copy the exported model to output_dir, return where it is and the final metrics.
 
     Refuses first (ConfigError) a run the memory plan predicts will not fit (``s1ray plan``), unless ``force``.
@@ -157,7 +177,7 @@ def run_train(cfg: TrainConfig, evaluation: Any = None, hooks: Sequence[TrainHoo
     if cfg.use_gpu:
         init_ray(cfg.ray)  # the cluster may say which GPUs its workers have (accelerator_type)
     check_train(cfg, force)
-    trainer = build_trainer(cfg, evaluation=evaluation, hooks=hooks)
+    trainer = build_trainer(cfg, evaluation=evaluation, hooks=hooks, storage_filesystem=storage_filesystem)
     result = trainer.fit()
     if result.error:
         raise result.error

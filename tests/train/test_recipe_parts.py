@@ -62,3 +62,17 @@ def test_step_trace_appends_one_line_per_step_and_the_measured_memory(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "trace" / "rank1.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2] and "tensor_bytes" not in lines[0]
     assert lines[1]["tensor_bytes"] == measured and lines[0]["examples"] == [[["a"]]]
+
+
+def test_checkpoint_steps_by_step_count_by_epoch_or_both():
+    """63 steps per epoch (s1K at global batch 16): every 50 steps, at each epoch's end, or both."""
+    def steps(**kw):
+        return [s for s in range(1, 316) if cfg(**kw).is_checkpoint_step(s, 63)]
+
+    assert steps() == [50, 100, 150, 200, 250, 300]  # the default: every 50 steps
+    assert steps(checkpoint_every_steps=None, checkpoint_every_epochs=1) == [63, 126, 189, 252, 315]
+    assert steps(checkpoint_every_steps=None, checkpoint_every_epochs=2) == [126, 252]
+    assert steps(checkpoint_every_steps=100, checkpoint_every_epochs=2) == [100, 126, 200, 252, 300]
+    assert steps(checkpoint_every_steps=None) == []  # no intermediate checkpoints (the final one still)
+    with pytest.raises(ValueError, match="checkpoint_every_epochs"):
+        cfg(checkpoint_every_epochs=0)
