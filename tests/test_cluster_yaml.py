@@ -269,7 +269,7 @@ def test_every_node_type_names_the_security_group_by_id(monkeypatch):
     without = raw()
     del without["available_node_types"]["cpu_worker"]["node_config"]["SecurityGroupIds"]
     with pytest.raises(AssertionError, match="would create a security group for \\['cpu_worker'\\]"):
-        aws_config._configure_security_group(launcher_view(without))
+        aws_config._configure_security_group(aws_config._configure_from_network_interfaces(launcher_view(without)))
 
 
 def test_shared_storage_is_mounted_on_every_host_and_container():
