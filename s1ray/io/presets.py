@@ -174,6 +174,7 @@ def _validate(values: dict[str, Any], row: dict[str, Any], used: set[str], spec:
         raise RowError("question holds U+FFFD replacement characters (mis-decoded text)")
     if "\x00" in question:
         raise RowError("question holds a NUL character (binary data?)")
+    _check_unicode({"question": question})  # before the id hashes its UTF-8 bytes
     solution = _text("solution", values.get("solution"))
     answer = _text("answer", values.get("answer"))
     choices = parse_choices(values.get("choices"))

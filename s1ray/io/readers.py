@@ -205,6 +205,15 @@ def plan_shards(spec: SourceConfig, shard_bytes: int | None = None, shard_rows: 
     return [Shard()]
 
 
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _refuse_utf16(path: Path, head: bytes) -> None:
+    if head.startswith(_UTF16_BOMS):
+        raise SourceError(f"{path}: the file is UTF-16 text; re-save it as UTF-8 "
+                          "(e.g. iconv -f UTF-16 -t UTF-8)")
+
+
 def _iter_jsonl(path: Path, start: int = 0, end: int | None = None,
                 stats: dict[str, int] | None = None) -> Iterator[RawRow]:
     """Rows of a JSONL file (or of its byte range); line numbers count from the range start.
@@ -223,8 +232,10 @@ def _iter_jsonl(path: Path, start: int = 0, end: int | None = None,
                     break
                 pos += len(raw)
                 lineno = stats["lines"] = lineno + 1
-                if lineno == 1 and start == 0 and raw.startswith(_BOM):
-                    raw = raw[len(_BOM):]
+                if lineno == 1 and start == 0:
+                    _refuse_utf16(path, raw)
+                    if raw.startswith(_BOM):
+                        raw = raw[len(_BOM):]
                 if not raw.strip():
                     continue
                 yield _parse_json_line(lineno, raw)
@@ -292,9 +303,41 @@ def _read_all(path: Path) -> bytes:
         raise SourceError(f"{path}: cannot decompress ({type(e).__name__}: {e})") from e
 
 
+class _MarkedDict(dict):
+    """An object of a JSON document that held a key twice (``duplicate`` names it)."""
+
+    duplicate: str | None = None
+
+
+def _mark_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    marked = _MarkedDict(pairs)
+    seen: set[str] = set()
+    marked.duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+    return marked
+
+
+def _duplicate_in(value: Any) -> str | None:
+    if isinstance(value, _MarkedDict):
+        return value.duplicate
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for child in children:
+        found = _duplicate_in(child)
+        if found is not None:
+            return found
+    return None
+
+
 def _iter_json(path: Path) -> Iterator[RawRow]:
+    """Rows of a JSON document; a row holding a key twice is quarantined (not the document)."""
+    raw = _read_all(path)
+    _refuse_utf16(path, raw[:2])
+    if not raw.strip():  # a compressed empty file: no rows, like an empty plain one
+        return
     try:
-        data = loads_strict(_read_all(path).decode("utf-8-sig"))
+        data = json.loads(raw.decode("utf-8-sig"), object_pairs_hook=_mark_duplicates)
     except UnicodeDecodeError as e:
         raise SourceError(f"{path}: invalid UTF-8 at byte {e.start}; the whole file is unreadable") from e
     except json.JSONDecodeError as e:
@@ -311,7 +354,15 @@ def _iter_json(path: Path) -> Iterator[RawRow]:
     if not isinstance(data, list):
         raise SourceError(f"{path}: expected a JSON list of rows, got {type(data).__name__}")
     for i, obj in enumerate(data):
-        if isinstance(obj, dict):
+        try:
+            duplicate = _duplicate_in(obj) if isinstance(obj, dict) else None
+        except RecursionError:
+            yield i, RowError("nested too deeply to use"), ""
+            continue
+        if duplicate is not None:
+            yield i, RowError(f"bad JSON: duplicate key {duplicate!r} in one object (json would keep only "
+                              "the last value)"), obj
+        elif isinstance(obj, dict):
             yield i, obj, obj
         else:
             yield i, RowError(f"row is a JSON {type(obj).__name__}, not an object"), obj
@@ -343,11 +394,13 @@ _CSV_FIELD_LIMIT = 1 << 30  # the csv module's default of 128 KiB aborted a whol
 _ESCAPED = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, kept by surrogateescape
 
 
-def _csv_lines(binary: BinaryIO) -> Iterator[str]:
+def _csv_lines(binary: BinaryIO, path: Path) -> Iterator[str]:
     """Lines decoded one by one, so invalid UTF-8 costs one record, not the file."""
     for i, raw in enumerate(binary):
-        if i == 0 and raw.startswith(_BOM):
-            raw = raw[len(_BOM):]
+        if i == 0:
+            _refuse_utf16(path, raw)
+            if raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
         yield raw.decode("utf-8", "surrogateescape")
 
 
@@ -361,7 +414,7 @@ def _iter_csv(path: Path) -> Iterator[RawRow]:
     except OSError as e:
         raise SourceError(f"{path}: {e.strerror}") from e
     with binary:
-        reader = csv.reader(_csv_lines(binary), strict=True)
+        reader = csv.reader(_csv_lines(binary, path), strict=True)
         lineno = 0
         try:
             try:
