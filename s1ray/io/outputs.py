@@ -297,6 +297,14 @@ def recover(output_dir: str | Path, log: Callable[[str], None] = print) -> None:
                 continue
         log(f"[outputs] removing the unfinished outputs of an interrupted run ({staging})")
         shutil.rmtree(staging, ignore_errors=True)
+    _remove_if_empty(root)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (another run's staging), or gone
+        pass
 
 
 class StagedOutputs:
@@ -344,10 +352,7 @@ class StagedOutputs:
 
     def abort(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
-        try:
-            (self.output_dir / STAGING).rmdir()  # only when empty
-        except OSError:
-            pass
+        _remove_if_empty(self.output_dir / STAGING)
 
 
 @contextmanager
