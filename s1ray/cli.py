@@ -160,11 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(verbose=args.verbose)
     run: Callable[[Any], dict[str, Any]] = _import(run_ref)
     from s1ray.curate.selection import SelectionError
+    from s1ray.io.outputs import OutputError
     from s1ray.io.readers import SourceError
 
     try:
         summary = run(cfg, force=True) if getattr(args, "force", False) else run(cfg)
-    except (ConfigError, SelectionError, SourceError) as e:  # input the run cannot use: one message, no traceback
+    except (ConfigError, SelectionError, SourceError, OutputError) as e:  # one message, no traceback
         print(f"s1ray {args.command}: {e}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2, default=str))

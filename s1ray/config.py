@@ -9,11 +9,13 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
+import types
 from pathlib import Path
-from typing import Any, Iterable, TypeVar, get_args
+from typing import Any, Iterable, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 T = TypeVar("T", bound="StrictModel")
 
@@ -31,6 +33,39 @@ class StrictModel(BaseModel):
     """Base for every config section: unknown keys are errors, types are checked."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None:
+            check_bool_for_number(field.annotation, value)
+        return value
+
+
+def _number_types(annotation: Any) -> tuple[bool, bool]:
+    """(takes int/float, takes bool) for a field annotation, through Optional/Union/Annotated."""
+    if annotation in (int, float):
+        return True, False
+    if annotation is bool:
+        return False, True
+    if get_origin(annotation) in (Union, types.UnionType) or getattr(annotation, "__metadata__", None) is not None:
+        found = [_number_types(a) for a in get_args(annotation)]
+        return any(f[0] for f in found), any(f[1] for f in found)
+    return False, False
+
+
+def check_bool_for_number(annotation: Any, value: Any) -> None:
+    """pydantic turns ``true`` into 1 for an int field (``quality.min_words: true`` became 1):
+    refuse a bool where only numbers are meant, also inside a list of numbers."""
+    number, boolean = _number_types(annotation)
+    if isinstance(value, bool) and number and not boolean:
+        raise ValueError(f"expected a number, got the bool {value!r}")
+    if get_origin(annotation) in (list, tuple, set) and isinstance(value, (list, tuple)):
+        item_args = [a for a in get_args(annotation) if a is not Ellipsis]
+        if len(item_args) == 1:
+            for v in value:
+                check_bool_for_number(item_args[0], v)
 
 
 class RayConfig(StrictModel):
@@ -53,7 +88,9 @@ def _split_override(item: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {item!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load_bounded(raw) if raw.strip() else ""
+    except YAMLAliasBomb as e:
+        raise ConfigError(f"override {item!r}: {e}") from None
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -211,14 +248,59 @@ def _format_validation_error(err: ValidationError, origin: str, cls: Any = None)
     return "\n".join(lines)
 
 
+MAX_YAML_VALUES = 100_000  # values a config may expand to through aliases (a real one has < 1,000)
+
+
+class YAMLAliasBomb(yaml.YAMLError):
+    pass
+
+
+def safe_load_bounded(text: str, max_values: int = MAX_YAML_VALUES) -> Any:
+    """``yaml.safe_load`` that refuses a document whose aliases expand to more than ``max_values``
+    values ("billion laughs": 9 levels of 9 aliases each is 81 aliases but 387 million values,
+    which every later copy of the config would expand in memory)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        sizes: dict[int, int] = {}
+        open_nodes: set[int] = set()
+
+        def size(n: yaml.Node) -> int:  # shared (aliased) nodes counted once per use, computed once
+            if id(n) in open_nodes:
+                raise YAMLAliasBomb("an alias refers to the value that contains it (a recursive config)")
+            if id(n) not in sizes:
+                open_nodes.add(id(n))
+                if isinstance(n, yaml.SequenceNode):
+                    total = 1 + sum(size(c) for c in n.value)
+                elif isinstance(n, yaml.MappingNode):
+                    total = 1 + sum(size(k) + size(v) for k, v in n.value)
+                else:
+                    total = 1
+                sizes[id(n)] = total
+                open_nodes.discard(id(n))
+            if sizes[id(n)] > max_values:
+                raise YAMLAliasBomb(f"its aliases (*name) expand to more than {max_values} values; "
+                                    "write the values out instead of nesting aliases")
+            return sizes[id(n)]
+
+        size(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block read_text forever
+            raise ConfigError(f"config file {path} is not a regular file")
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from e
     try:
-        data = yaml.safe_load(text) or {}
+        data = safe_load_bounded(text) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
     if not isinstance(data, dict):
@@ -250,6 +332,9 @@ def expand_env(value: Any, origin: str = "config", where: str = "") -> Any:
         if found is None:
             raise ConfigError(f"{origin}: {where or 'value'}: environment variable {name} is not set "
                               f"(set it, or write ${{{name}:-default}})")
+        if not found and default is None:  # "${ROOT}/x" would silently become "/x"
+            raise ConfigError(f"{origin}: {where or 'value'}: environment variable {name} is set but empty "
+                              f"(give it a value, or write ${{{name}:-default}})")
         return found
 
     return _ENV_REF.sub(one, value)

@@ -87,12 +87,15 @@ def test_env_variables_expand_in_string_values(tmp_path, monkeypatch):
     path = tmp_path / "job.yaml"
     path.write_text("name: ${S1RAY_STORAGE}/runs/demo\n"
                     "train:\n  tags: ['${S1RAY_UNSET_FOR_TEST:-local}', 'x${S1RAY_EMPTY_FOR_TEST:-dflt}',\n"
-                    "         '$${S1RAY_STORAGE}', '$$x$$ and ${1}', 'e=${S1RAY_EMPTY_FOR_TEST}.']\n")
+                    "         '$${S1RAY_STORAGE}', '$$x$$ and ${1}']\n")
     cfg = load_config(Job, path)
     assert cfg.name == "/mnt/shared/runs/demo"
     # default when unset or empty (as the shell does); $${...} stays literal; other $ text is untouched
-    assert cfg.train.tags[:4] == ["local", "xdflt", "${S1RAY_STORAGE}", "$$x$$ and ${1}"]
-    assert cfg.train.tags[4] == "e=."
+    assert cfg.train.tags == ["local", "xdflt", "${S1RAY_STORAGE}", "$$x$$ and ${1}"]
+    # set but empty, without a default: an error, not "${ROOT}/x" silently turned into "/x"
+    with pytest.raises(ConfigError, match="S1RAY_EMPTY_FOR_TEST is set but empty") as e:
+        load_config(Job, path, ["name=${S1RAY_EMPTY_FOR_TEST}/x"])
+    assert "name" in str(e.value) and str(path) in str(e.value)
     # overrides expand too, and replace a file value before it is expanded
     cfg = load_config(Job, path, ["name=${S1RAY_STORAGE}/other"])
     assert cfg.name == "/mnt/shared/other"

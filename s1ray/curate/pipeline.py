@@ -10,7 +10,10 @@ also saves each finished block under ``<stage folder>/parts`` while it runs, so 
 a crash scores only the rows not saved yet (:func:`run_resumable`).
 
 Outputs in ``output_dir``: ``scored_pool.parquet`` (every read row, all columns below),
-``kept.jsonl``, ``quarantine.jsonl``, ``funnel.json``, ``funnel.md``, ``funnel.png`` (unless ``plot: false``).
+``kept.jsonl``, ``quarantine.jsonl``, ``funnel.json``, ``funnel.md``, ``funnel.png`` (unless ``plot: false``),
+and ``manifest.json``. They are written as one unit by one run at a time
+(:mod:`s1ray.io.outputs`): the run holds a lock on ``output_dir``, stages every output and swaps
+them in together at the end. A cached stage output that cannot be read is recomputed.
 
 Scored-pool columns: the canonical record (:data:`s1ray.records.SCHEMA`), ``row_index``
 (read order: sources in config order, rows in file order), then one group per stage (see
@@ -40,11 +43,13 @@ from s1ray.curate.stage import DROPPED_EARLIER, Stage
 from s1ray.curate.stages import STAGES
 from s1ray.io.checkpoint import BlockCheckpoint, config_key
 from s1ray.io import ingest
-from s1ray.io.readers import SourceConfig, SourceError
+from s1ray.io.outputs import output_lock, staged_outputs, write_text_durable
+from s1ray.io.readers import SourceConfig, SourceError, check_regular
 from s1ray.io.writers import write_jsonl, write_ordered
 from s1ray.records import SCHEMA
 
 CACHE_VERSION = "rules-v5"  # bump when a stage's scoring logic or its stored layout changes
+OUTPUTS = ["scored_pool.parquet", "kept.jsonl", "quarantine.jsonl", "funnel.json", "funnel.md", "funnel.png"]
 
 
 def pool_columns() -> dict[str, str]:
@@ -64,6 +69,8 @@ def fingerprint(spec: SourceConfig) -> str:
     h = hashlib.sha256(spec.model_dump_json().encode())
     if spec.path:
         p = Path(spec.path)
+        if not p.is_dir():
+            check_regular(p, spec.name)  # a FIFO would block here, before the reader could refuse it
         files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
         for f in files:
             h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
@@ -102,6 +109,54 @@ def to_dataset(table: pa.Table, batch_size: int):
     return ray.data.from_arrow(slices)
 
 
+# --- the cache: a stage output is reused only when every part it recorded is whole -----------
+
+def _mark_done(done: Path, key: str, folders: list[str]) -> None:
+    """``_SUCCESS`` (written durably, last) records every part file and its size."""
+    parts = {str(p.relative_to(done)): p.stat().st_size
+             for name in folders for p in sorted((done / name).rglob("*")) if p.is_file()}
+    write_text_durable(done / "_SUCCESS", json.dumps({"key": key, "parts": parts}))
+
+
+def cache_problem(done: Path, folders: list[str]) -> str | None:
+    """Why a completed cache entry cannot be reused (None when it can): a part missing, of another
+    size than recorded, or whose Parquet footer does not read (a truncated file)."""
+    import pyarrow.parquet as pq
+
+    try:
+        marker = json.loads((done / "_SUCCESS").read_text())
+        recorded = marker["parts"] if isinstance(marker, dict) else None
+    except ValueError:
+        recorded = None  # a marker of an older version: check the footers only
+    except OSError as e:
+        return f"{done / '_SUCCESS'}: {e.strerror or e}"
+    found = {str(p.relative_to(done)): p for name in folders for p in (done / name).rglob("*") if p.is_file()}
+    if recorded is not None:
+        for name, size in recorded.items():
+            if name not in found:
+                return f"{done / name} is missing"
+            if found[name].stat().st_size != size:
+                return f"{done / name} has {found[name].stat().st_size} bytes, {size} were written"
+    for name, p in found.items():
+        if p.suffix == ".parquet":
+            try:
+                pq.read_metadata(p)
+            except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a cut file
+                return f"{p} is not a readable Parquet file ({e})"
+    return None
+
+
+def _reusable(done: Path | None, folders: list[str], log: Callable[[str], None]) -> bool:
+    if done is None or not (done / "_SUCCESS").exists():
+        return False
+    problem = cache_problem(done, folders)
+    if problem is None:
+        return True
+    log(f"[curate] warning: cached output {done} is damaged ({problem}); recomputing it")
+    shutil.rmtree(done, ignore_errors=True)
+    return False
+
+
 # --- the rule stages ------------------------------------------------------------------------
 
 def score_pool(ds, cfg: CurateConfig, cache_dir: Path | None = None, upstream: str = "",
@@ -116,7 +171,7 @@ def score_pool(ds, cfg: CurateConfig, cache_dir: Path | None = None, upstream: s
         key = _key(key, stage.name, CACHE_VERSION, [_section(cfg, s) for s in _depends_on(stage, k)])
         t0 = time.perf_counter()
         done = cache_dir / f"{stage.name}-{key}" if cache_dir else None
-        if done is not None and (done / "_SUCCESS").exists():
+        if _reusable(done, ["data"], log):
             # One read task per part, in row order: the pool never passes through the driver.
             ds = ingest.read_parts(done / "data")
             info[stage.name] = {"status": "reused", "key": key, "seconds": 0.0}
@@ -126,7 +181,7 @@ def score_pool(ds, cfg: CurateConfig, cache_dir: Path | None = None, upstream: s
         if table is not None:  # saved block by block; now stored whole like any other stage
             ds = to_dataset(table, cfg.batch_size)
             write_ordered(ds, done / "data")  # replaces a copy half-written before a kill
-            (done / "_SUCCESS").write_text(key)
+            _mark_done(done, key, ["data"])
             shutil.rmtree(done / "parts", ignore_errors=True)  # its rows are in data/ now
         else:
             ds = run_stage(stage, ds, cfg)
@@ -134,7 +189,7 @@ def score_pool(ds, cfg: CurateConfig, cache_dir: Path | None = None, upstream: s
                 ds = ds.materialize()
                 (done / "_SUCCESS").unlink(missing_ok=True)
                 write_ordered(ds, done / "data")  # parts in row order, read back by ingest.read_parts
-                (done / "_SUCCESS").write_text(key)
+                _mark_done(done, key, ["data"])
         info[stage.name] = {"status": "computed", "key": key, "seconds": round(time.perf_counter() - t0, 2), **extra}
         log(f"[curate] stage {stage.name}: computed in {info[stage.name]['seconds']} s")
     return ds, info
@@ -208,18 +263,22 @@ READ_VERSION = "shards-v1"  # bump when what the read step stores changes
 
 
 def _cached_read(cfg: CurateConfig, cache_dir: Path, log: Callable[[str], None]):
-    """(dataset, quarantine rows, rows per source, records, key, status); the records are stored as
-    Parquet parts written by Ray Data tasks and read back the same way."""
+    """(dataset, quarantine rows, rows per source, records, key, status, empty sources); the records
+    are stored as Parquet parts written by Ray Data tasks and read back the same way."""
     # Without a cache, no content fingerprint: hashing a large pool is serial work on the driver.
     key = _key("read", CACHE_VERSION, READ_VERSION,
                [(s.model_dump(mode="json"), fingerprint(s) if cfg.cache else None) for s in cfg.sources])
     done = cache_dir / f"read-{key}"
-    if cfg.cache and (done / "_SUCCESS").exists():
-        log(f"[curate] read: reusing {done}")
-        quarantine = [json.loads(line) for line in (done / "quarantine.jsonl").read_text().splitlines() if line]
-        counts = json.loads((done / "counts.json").read_text())
-        return (ingest.read_parts(done / "records"), quarantine, counts["n_input"], counts["n_records"],
-                key, "reused")
+    if cfg.cache and _reusable(done, ["records"], log):
+        try:
+            quarantine = [json.loads(line) for line in (done / "quarantine.jsonl").read_text().splitlines() if line]
+            counts = json.loads((done / "counts.json").read_text())
+            log(f"[curate] read: reusing {done}")
+            return (ingest.read_parts(done / "records"), quarantine, counts["n_input"], counts["n_records"],
+                    key, "reused", counts.get("empty", []))
+        except (OSError, ValueError, KeyError) as e:
+            log(f"[curate] warning: cached read {done} is damaged ({type(e).__name__}: {e}); reading again")
+            shutil.rmtree(done, ignore_errors=True)
     got = read_sources(cfg, log)
     ds = got.dataset
     if cfg.cache:
@@ -228,9 +287,10 @@ def _cached_read(cfg: CurateConfig, cache_dir: Path, log: Callable[[str], None])
         done.mkdir(parents=True)
         write_ordered(ds, done / "records")
         write_jsonl(got.quarantine, done / "quarantine.jsonl")
-        (done / "counts.json").write_text(json.dumps({"n_input": got.n_input, "n_records": got.n_records}))
-        (done / "_SUCCESS").write_text(key)
-    return ds, got.quarantine, got.n_input, got.n_records, key, "computed"
+        write_text_durable(done / "counts.json", json.dumps({"n_input": got.n_input, "n_records": got.n_records,
+                                                             "empty": got.empty}))
+        _mark_done(done, key, ["records"])
+    return ds, got.quarantine, got.n_input, got.n_records, key, "computed", got.empty
 
 
 def _report_pool(counts: pa.Table) -> pa.Table:
@@ -264,43 +324,55 @@ def _data_context(cfg: CurateConfig):
 
 
 def run_curate(cfg: CurateConfig) -> dict[str, Any]:
-    """Read, score, filter and report; returns a JSON-able summary."""
+    """Read, score, filter and report; returns a JSON-able summary. Holds the lock on
+    ``output_dir`` for the whole run (a second run on it fails at once, naming this one)."""
     t0 = time.perf_counter()
-    init_ray(cfg.ray)
-    with _data_context(cfg):
-        return _run_curate(cfg, t0)
+    with output_lock(cfg.output_dir, "curate"):
+        init_ray(cfg.ray)
+        with _data_context(cfg):
+            return _run_curate(cfg, t0)
 
 
 def _run_curate(cfg: CurateConfig, t0: float) -> dict[str, Any]:
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     cache_dir = out / "cache"
-    ds, quarantine, n_input, n_records, read_key, read_status = _cached_read(cfg, cache_dir, print)
+    ds, quarantine, n_input, n_records, read_key, read_status, empty = _cached_read(cfg, cache_dir, print)
     print(f"[curate] read {sum(n_input.values())} rows from {len(n_input)} sources: "
           f"{n_records} records, {len(quarantine)} quarantined ({read_status})")
+    for name in empty:
+        print(f"[curate] warning: source {name!r} has no rows (an empty file?)")
     ds, stages = score_pool(ds, cfg, cache_dir if cfg.cache else None, upstream=read_key)
     ds = filter_pool(ds, cfg)
 
     # scored_pool.parquet is a folder of Parquet parts in read order (pq.read_table / pd.read_parquet
     # read it whole); the parts and kept.jsonl are written by Ray Data tasks, not by the driver.
+    # Everything is staged and swapped in together by commit().
+    with staged_outputs(out, "curate", OUTPUTS, cfg) as staged:
+        written = write_ordered(ds, staged.path("scored_pool.parquet"), kept_jsonl=staged.path("kept.jsonl"),
+                                count_by=("source", "drop_stage", "drop_reason"))
+        write_jsonl(quarantine, staged.path("quarantine.jsonl"))
+        pool = _report_pool(written.counts)
+        report = funnel.build_report(pool, quarantine, n_input, extra={
+            "stages": {"read": {"status": read_status, "key": read_key}, **stages},
+            "columns": pool_columns(),
+            "empty_sources": empty,
+            "run_id": staged.run_id,
+            "seconds": round(time.perf_counter() - t0, 2),
+        })
+        staged_report = funnel.write_report(report, staged.folder, plot=cfg.plot)
+        staged.commit(rows={"scored_pool.parquet": written.rows, "kept.jsonl": written.kept,
+                            "quarantine.jsonl": len(quarantine)},
+                      extra={"accounting": report["accounting"]})
     paths = {"scored_pool": out / "scored_pool.parquet", "kept": out / "kept.jsonl",
-             "quarantine": out / "quarantine.jsonl"}
-    written = write_ordered(ds, paths["scored_pool"], kept_jsonl=paths["kept"],
-                            count_by=("source", "drop_stage", "drop_reason"))
-    write_jsonl(quarantine, paths["quarantine"])
-    pool = _report_pool(written.counts)
-    report = funnel.build_report(pool, quarantine, n_input, extra={
-        "stages": {"read": {"status": read_status, "key": read_key}, **stages},
-        "columns": pool_columns(),
-        "seconds": round(time.perf_counter() - t0, 2),
-    })
-    report_paths = funnel.write_report(report, out, plot=cfg.plot)
+             "quarantine": out / "quarantine.jsonl", "manifest": out / "manifest.json"}
+    report_paths = {k: str(out / Path(v).name) for k, v in staged_report.items()}
     print(funnel.report_markdown(report))
     if not report["accounting"]["ok"]:
         raise RuntimeError(f"funnel accounting does not balance: {report['accounting']} (see {out / 'funnel.json'})")
     return {
         "input": report["input"], "kept": report["kept"], "quarantined": report["quarantined"],
         "dropped": report["dropped"], "reasons": report["reasons"], "accounting": report["accounting"],
-        "stages": report["stages"], "seconds": report["seconds"],
+        "stages": report["stages"], "seconds": report["seconds"], "run_id": staged.run_id,
+        "empty_sources": empty,
         "paths": {**{k: str(v) for k, v in paths.items()}, **report_paths},
     }

@@ -443,25 +443,37 @@ def write_subset(s1k: pd.DataFrame, out: Path, formats: list[str]) -> dict[str, 
     return paths
 
 
+SELECT_OUTPUTS = ["subset.parquet", "subset.jsonl", "subset_hf", "report.json", "report.md", "select_config.yaml",
+                  "thinking_lengths.png"]
+
+
 def run_select(cfg: SelectConfig) -> dict[str, Any]:
-    """``s1ray select``: scored pool in, subset (s1K schema) + report out."""
-    pool = read_pool(cfg.input)
-    if cfg.only_kept and "keep" in pool.columns:
-        pool = pool[pool["keep"].astype("boolean").fillna(False).to_numpy(dtype=bool)].reset_index(drop=True)
-    t0 = time.perf_counter()
-    subset = select_subset(pool, cfg.criterion, cfg.size, cfg.seed, cfg.params)
-    seconds = time.perf_counter() - t0
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = write_subset(to_s1k(subset), out, cfg.formats)
-    rep = selection_report(subset, cfg, len(pool), seconds)
-    (out / "report.json").write_text(json.dumps(rep, indent=2))
-    (out / "report.md").write_text(_report_markdown(rep))
-    (out / "select_config.yaml").write_text(dump_config(cfg))
-    paths.update(report_json=str(out / "report.json"), report_md=str(out / "report.md"))
-    if cfg.plot and len(subset):
-        paths["plot"] = str(out / "thinking_lengths.png")
-        _plot_lengths(_lengths(pool, cfg.params), _lengths(subset, cfg.params), Path(paths["plot"]),
-                      f"{cfg.criterion}: {len(subset)} of {len(pool)}")
+    """``s1ray select``: scored pool in, subset (s1K schema) + report out, written as one unit by
+    one run at a time (:mod:`s1ray.io.outputs`)."""
+    from s1ray.io.outputs import output_lock, staged_outputs
+
+    with output_lock(cfg.output_dir, "select"):
+        pool = read_pool(cfg.input)
+        if cfg.only_kept and "keep" in pool.columns:
+            pool = pool[pool["keep"].astype("boolean").fillna(False).to_numpy(dtype=bool)].reset_index(drop=True)
+        t0 = time.perf_counter()
+        subset = select_subset(pool, cfg.criterion, cfg.size, cfg.seed, cfg.params)
+        seconds = time.perf_counter() - t0
+        out = Path(cfg.output_dir)
+        with staged_outputs(out, "select", SELECT_OUTPUTS, cfg) as staged:
+            stage = staged.folder
+            staged_paths = write_subset(to_s1k(subset), stage, cfg.formats)
+            rep = selection_report(subset, cfg, len(pool), seconds)
+            (stage / "report.json").write_text(json.dumps(rep, indent=2))
+            (stage / "report.md").write_text(_report_markdown(rep))
+            (stage / "select_config.yaml").write_text(dump_config(cfg))
+            staged_paths.update(report_json=str(stage / "report.json"), report_md=str(stage / "report.md"))
+            if cfg.plot and len(subset):
+                staged_paths["plot"] = str(stage / "thinking_lengths.png")
+                _plot_lengths(_lengths(pool, cfg.params), _lengths(subset, cfg.params), Path(staged_paths["plot"]),
+                              f"{cfg.criterion}: {len(subset)} of {len(pool)}")
+            rows = {name: len(subset) for name in ("subset.parquet", "subset.jsonl", "subset_hf")}
+            staged.commit(rows=rows)
+    paths = {k: str(out / Path(v).name) for k, v in staged_paths.items()}
     return {"size": rep["size"], "pool_size": rep["pool_size"], "forced": rep["forced"],
             "domains": len(rep["domains"]), "seconds": rep["seconds"], "paths": paths}

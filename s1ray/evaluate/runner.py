@@ -258,36 +258,47 @@ def plot_scaling(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+OUTPUTS = ["samples.jsonl", "summary.json", "summary.md", "scaling.png", "config.yaml"]
+
+
 def write_outputs(cfg: EvaluateConfig, samples: list[dict[str, Any]], summary: dict[str, Any],
                   stats: dict[str, Any], seconds: float) -> dict[str, str]:
+    """Samples, summary, plot and config, staged and swapped in as one unit (:mod:`s1ray.io.outputs`)."""
+    from s1ray.io.outputs import staged_outputs
+
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"samples": out / "samples.jsonl", "summary_json": out / "summary.json",
-             "summary_md": out / "summary.md", "plot": out / "scaling.png", "config": out / "config.yaml"}
-    write_jsonl(samples, paths["samples"])
-    full = {"metrics": summary, "benchmarks": stats, "n_samples": len(samples), "seconds": round(seconds, 1),
-            "model": cfg.generation.model, "backend": cfg.generation.backend, "budgets": cfg.budgets,
-            "methods": cfg.methods}
-    paths["summary_json"].write_text(json.dumps(full, indent=2, default=str), encoding="utf-8")
-    header = (f"# Evaluation of `{cfg.generation.model}` ({cfg.generation.backend})\n\n"
-              f"{len(samples)} samples, budgets {cfg.budgets} thinking tokens, {seconds:.0f} s.\n\n")
-    paths["summary_md"].write_text(header + markdown_table(summary), encoding="utf-8")
-    plot_scaling(summary, paths["plot"])
-    paths["config"].write_text(dump_config(cfg), encoding="utf-8")
-    return {k: str(v) for k, v in paths.items()}
+    with staged_outputs(out, "evaluate", OUTPUTS, cfg) as staged:
+        paths = {"samples": "samples.jsonl", "summary_json": "summary.json", "summary_md": "summary.md",
+                 "plot": "scaling.png", "config": "config.yaml"}
+        p = {k: staged.path(v) for k, v in paths.items()}
+        write_jsonl(samples, p["samples"])
+        full = {"metrics": summary, "benchmarks": stats, "n_samples": len(samples), "seconds": round(seconds, 1),
+                "model": cfg.generation.model, "backend": cfg.generation.backend, "budgets": cfg.budgets,
+                "methods": cfg.methods}
+        p["summary_json"].write_text(json.dumps(full, indent=2, default=str), encoding="utf-8")
+        header = (f"# Evaluation of `{cfg.generation.model}` ({cfg.generation.backend})\n\n"
+                  f"{len(samples)} samples, budgets {cfg.budgets} thinking tokens, {seconds:.0f} s.\n\n")
+        p["summary_md"].write_text(header + markdown_table(summary), encoding="utf-8")
+        plot_scaling(summary, p["plot"])
+        p["config"].write_text(dump_config(cfg), encoding="utf-8")
+        staged.commit(rows={"samples.jsonl": len(samples)})
+    return {k: str(out / v) for k, v in paths.items()}
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """Evaluate a model on the configured benchmarks, budgets and methods."""
     from s1ray.cluster import init_ray
 
+    from s1ray.io.outputs import output_lock
+
     t0 = time.time()
     tasks, stats = build_tasks(cfg)
     log.info("evaluating %d tasks (%s)", len(tasks), ", ".join(f"{k}: {v['questions']} questions"
                                                                 for k, v in stats.items()))
-    init_ray(cfg.ray)
-    samples = run_tasks_ray(cfg, tasks, resume=True)
-    samples.sort(key=lambda s: (s["benchmark"], s["method"], s["budget"], s["id"]))
-    summary = summarize(samples, cfg.bootstrap_samples, cfg.seed)
-    paths = write_outputs(cfg, samples, summary, stats, time.time() - t0)
+    with output_lock(cfg.output_dir, "evaluate"):  # one run per folder: also its resumable parts
+        init_ray(cfg.ray)
+        samples = run_tasks_ray(cfg, tasks, resume=True)
+        samples.sort(key=lambda s: (s["benchmark"], s["method"], s["budget"], s["id"]))
+        summary = summarize(samples, cfg.bootstrap_samples, cfg.seed)
+        paths = write_outputs(cfg, samples, summary, stats, time.time() - t0)
     return {"summary": summary, "paths": paths}

@@ -21,6 +21,7 @@ from s1ray.io.readers import Shard, SourceConfig, SourceError, plan_shards, read
 from s1ray.records import SCHEMA, to_table
 
 _SHARD, _POS, _ROW = "_shard", "_pos", "_row"
+_EMPTY = pa.table({})
 
 
 @dataclass
@@ -29,12 +30,21 @@ class Ingested:
     quarantine: list[dict[str, Any]]  # in read order, row numbers relative to their file
     n_input: dict[str, int]  # rows seen per source (records + quarantined)
     n_records: int
+    empty: list[str]  # sources with no rows at all (an empty file?): warned about, counted in the report
 
 
 def _read_task(spec_json: str, shard: Shard, g: int) -> tuple[pa.Table, dict[str, Any]]:
+    """One shard read; a failure comes back as ``{"error": message}``, so no task fails and Ray
+    prints no traceback (for this task or for the others' unread results)."""
     spec = SourceConfig.model_validate_json(spec_json)
-    res = read_shard(spec, shard, shard.first_row or 0)
-    table = to_table(res.records)
+    try:
+        res = read_shard(spec, shard, shard.first_row or 0)
+        table = to_table(res.records)
+    except SourceError as e:
+        return _EMPTY, {"error": str(e)}
+    except Exception as e:  # noqa: BLE001 - named and raised by the driver
+        return _EMPTY, {"error": f"source {spec.name!r}: reading {source_label(spec)} failed: "
+                                 f"{type(e).__name__}: {e}"}
     n = table.num_rows
     table = table.append_column(_SHARD, pa.array(np.full(n, g, np.int32)))
     table = table.append_column(_POS, pa.array(np.arange(n, dtype=np.int64)))
@@ -71,11 +81,13 @@ def read_dataset(specs: list[SourceConfig], batch_size: int, log: Callable[[str]
     for (si, _), (_, meta_ref) in zip(plan, refs):
         try:
             metas.append(ray.get(meta_ref))
-        except ray.exceptions.RayTaskError as e:
-            if isinstance(e.cause, SourceError):
-                raise SourceError(str(e.cause)) from None
+        except ray.exceptions.RayError as e:  # the task itself died (out of memory, a lost node)
             raise SourceError(f"source {specs[si].name!r}: reading {source_label(specs[si])} failed: "
-                              f"{type(e.cause).__name__}: {e.cause}") from None
+                              f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+    errors = [m["error"] for m in metas if "error" in m]
+    if errors:
+        more = f" (and {len(errors) - 1} more failed read(s))" if len(errors) > 1 else ""
+        raise SourceError(errors[0] + more)
     n_shards = len(plan)
     rec_offset = np.zeros(n_shards, np.int64)
     line_offset = np.zeros(n_shards, np.int64)
@@ -95,6 +107,7 @@ def read_dataset(specs: list[SourceConfig], batch_size: int, log: Callable[[str]
         quarantine.extend(meta["quarantined"])
     for line in truncation_warnings(quarantine):
         log(f"[curate] {line}")
+    empty = [name for name in names if n_input[name] == 0]
     labels = [source_label(specs[si]) for si, _ in plan]
     if refs:
         ds = ray.data.from_arrow_refs([r[0] for r in refs])
@@ -105,7 +118,7 @@ def read_dataset(specs: list[SourceConfig], batch_size: int, log: Callable[[str]
     ds = ds.map_batches(_number_rows, fn_kwargs={"rec_offset": rec_offset, "line_offset": line_offset,
                                                  "labels": labels},
                         batch_format="pyarrow", batch_size=batch_size)
-    return Ingested(ds, quarantine, n_input, total)
+    return Ingested(ds, quarantine, n_input, total, empty)
 
 
 def _read_part(path: str) -> pa.Table:

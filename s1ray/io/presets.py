@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 import string
 from dataclasses import dataclass, field
@@ -115,12 +116,18 @@ def render_template(template: str, row: dict[str, Any]) -> str:
 
 
 def _text(name: str, value: Any, required: bool = False) -> str | None:
+    """A text field; numbers become text only where that is what they mean (an answer of 42),
+    never for the question, and never NaN/Infinity ("nan" is not an answer)."""
     if value is None:
         if required:
             raise RowError(f"missing {name}")
         return None
     if isinstance(value, bool):
         raise RowError(f"{name} is a bool, not text")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RowError(f"{name} is {value} (NaN/Infinity), not text")
+    if isinstance(value, (int, float)) and required:
+        raise RowError(f"{name} is a number ({str(value)[:40]}), not text")
     if isinstance(value, (int, float)):
         return str(value)
     if not isinstance(value, str):
@@ -165,6 +172,9 @@ def _validate(values: dict[str, Any], row: dict[str, Any], used: set[str], spec:
         raise RowError(f"absurd length: question has {len(question)} chars > max_chars={spec.max_chars}")
     if "\ufffd" in question:
         raise RowError("question holds U+FFFD replacement characters (mis-decoded text)")
+    if "\x00" in question:
+        raise RowError("question holds a NUL character (binary data?)")
+    _check_unicode({"question": question})  # before the id hashes its UTF-8 bytes
     solution = _text("solution", values.get("solution"))
     answer = _text("answer", values.get("answer"))
     choices = parse_choices(values.get("choices"))
@@ -175,7 +185,7 @@ def _validate(values: dict[str, Any], row: dict[str, Any], used: set[str], spec:
     elif answer_from == "gsm8k":
         answer = gsm8k_answer(solution) if answer is None or answer == solution else answer
     metadata = {k: v for k, v in row.items() if k not in used}
-    return make_record(
+    return _check_unicode(make_record(
         source=spec.name,
         source_type=_text("source_type", values.get("source_type")),
         origin=origin,
@@ -189,7 +199,21 @@ def _validate(values: dict[str, Any], row: dict[str, Any], used: set[str], spec:
         attempt_correct=_bool("attempt_correct", values.get("attempt_correct")),
         domain=_text("domain", values.get("domain")),
         metadata=metadata,
-    )
+    ))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_unicode(record: dict[str, Any]) -> dict[str, Any]:
+    """A lone surrogate (JSON's "\\ud800", or bytes that were not UTF-8) cannot be stored as
+    UTF-8: it would fail the whole read task later, so the row is refused here."""
+    for name, value in record.items():
+        for text in (value if isinstance(value, list) else [value]):
+            if isinstance(text, str) and not text.isascii() and _SURROGATE.search(text):
+                raise RowError(f"{name} holds a lone surrogate {_SURROGATE.search(text).group()!a} "
+                               "(invalid Unicode)")
+    return record
 
 
 # --- multiple choice: options in any common shape, answers as letter / index / text -------------

@@ -4,17 +4,23 @@ A source is one file (JSONL, JSON, Parquet, CSV), a saved Hugging Face dataset f
 hub id. Each row is mapped by a preset (the schema of a known dataset) plus per-source
 column overrides. A row that cannot be used is never dropped silently: it is quarantined
 with its file, row number and reason. A file that cannot be read at all raises
-:class:`SourceError` naming it.
+:class:`SourceError` naming it; a path that is not a regular file (a FIFO, a device, a symlink
+loop) is refused before it is opened. Parsing is strict, so nothing is coerced silently: a JSON
+object with a key twice, a CSV record with a stray quote, invalid UTF-8 and text nested too deeply
+to parse are quarantined rows with their reason, never a whole run lost.
 """
 
 from __future__ import annotations
 
 import bz2
 import csv
+import errno
 import gzip
 import io
 import json
 import os
+import re
+import stat
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -66,8 +72,16 @@ class ReadResult:
 
 
 def quarantine_row(source: str, file: str, row: int | str, reason: str, raw: Any) -> dict[str, Any]:
-    text = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
-    return {"source": source, "file": file, "row": str(row), "reason": reason, "raw": text[:_RAW_PREVIEW]}
+    """One quarantine line; ``raw`` is shown as far as it can be (lone surrogates escaped)."""
+    try:
+        text = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
+    except RecursionError:
+        text = "<nested too deeply to show>"
+    except ValueError:
+        text = repr(raw)[:_RAW_PREVIEW]
+    text = text[:_RAW_PREVIEW].encode("utf-8", "backslashreplace").decode("utf-8")
+    reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")
+    return {"source": source, "file": file, "row": str(row), "reason": reason, "raw": text}
 
 
 def detect_format(spec: SourceConfig) -> str:
@@ -179,7 +193,7 @@ def plan_shards(spec: SourceConfig, shard_bytes: int | None = None, shard_rows: 
         size = path.stat().st_size
         starts = list(range(0, max(size, 1), shard_bytes))
         return [Shard(i, s, min(s + shard_bytes, size), 0 if i == 0 else None) for i, s in enumerate(starts)]
-    if fmt == "parquet":
+    if fmt == "parquet" and path.stat().st_size:
         meta = _parquet_file(path).metadata
         shards, first, group_start, rows = [], 0, 0, 0
         for g in range(meta.num_row_groups):
@@ -189,6 +203,15 @@ def plan_shards(spec: SourceConfig, shard_bytes: int | None = None, shard_rows: 
                 first, group_start, rows = first + rows, g + 1, 0
         return shards or [Shard()]
     return [Shard()]
+
+
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _refuse_utf16(path: Path, head: bytes) -> None:
+    if head.startswith(_UTF16_BOMS):
+        raise SourceError(f"{path}: the file is UTF-16 text; re-save it as UTF-8 "
+                          "(e.g. iconv -f UTF-16 -t UTF-8)")
 
 
 def _iter_jsonl(path: Path, start: int = 0, end: int | None = None,
@@ -209,8 +232,10 @@ def _iter_jsonl(path: Path, start: int = 0, end: int | None = None,
                     break
                 pos += len(raw)
                 lineno = stats["lines"] = lineno + 1
-                if lineno == 1 and start == 0 and raw.startswith(_BOM):
-                    raw = raw[len(_BOM):]
+                if lineno == 1 and start == 0:
+                    _refuse_utf16(path, raw)
+                    if raw.startswith(_BOM):
+                        raw = raw[len(_BOM):]
                 if not raw.strip():
                     continue
                 yield _parse_json_line(lineno, raw)
@@ -220,15 +245,48 @@ def _iter_jsonl(path: Path, start: int = 0, end: int | None = None,
             raise SourceError(f"{path}: cannot decompress after line {lineno} ({type(e).__name__}: {e})") from e
 
 
+class DuplicateKeyError(ValueError):
+    def __init__(self, key: str):
+        super().__init__(f"duplicate key {key!r}")
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise DuplicateKeyError(k)
+            seen.add(k)
+    return obj
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """``json.loads`` that refuses an object holding a key twice (json keeps the last silently)."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
+def json_problem(e: BaseException) -> str:
+    """The quarantine reason for a JSON text ``loads_strict`` refused."""
+    if isinstance(e, json.JSONDecodeError):
+        return f"bad JSON: {e.msg} at column {e.colno}"
+    if isinstance(e, DuplicateKeyError):
+        return f"bad JSON: {e} in one object (json would keep only the last value)"
+    if isinstance(e, RecursionError):
+        return "bad JSON: nested too deeply to parse"
+    return f"bad JSON: {e}"  # e.g. an integer of more than 4300 digits
+
+
 def _parse_json_line(lineno: int, raw: bytes) -> RawRow:
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         return lineno, RowError(f"invalid UTF-8 at byte {e.start}"), raw.decode("utf-8", "replace")
     try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        return lineno, RowError(f"bad JSON: {e.msg} at column {e.colno}"), line
+        obj = loads_strict(line)
+    except (ValueError, RecursionError) as e:
+        return lineno, RowError(json_problem(e)), line
     if not isinstance(obj, dict):
         return lineno, RowError(f"row is a JSON {type(obj).__name__}, not an object"), line
     return lineno, obj, obj
@@ -245,14 +303,49 @@ def _read_all(path: Path) -> bytes:
         raise SourceError(f"{path}: cannot decompress ({type(e).__name__}: {e})") from e
 
 
+class _MarkedDict(dict):
+    """An object of a JSON document that held a key twice (``duplicate`` names it)."""
+
+    duplicate: str | None = None
+
+
+def _mark_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    marked = _MarkedDict(pairs)
+    seen: set[str] = set()
+    marked.duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+    return marked
+
+
+def _duplicate_in(value: Any) -> str | None:
+    if isinstance(value, _MarkedDict):
+        return value.duplicate
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for child in children:
+        found = _duplicate_in(child)
+        if found is not None:
+            return found
+    return None
+
+
 def _iter_json(path: Path) -> Iterator[RawRow]:
+    """Rows of a JSON document; a row holding a key twice is quarantined (not the document)."""
+    raw = _read_all(path)
+    _refuse_utf16(path, raw[:2])
+    if not raw.strip():  # a compressed empty file: no rows, like an empty plain one
+        return
     try:
-        data = json.loads(_read_all(path).decode("utf-8-sig"))
+        data = json.loads(raw.decode("utf-8-sig"), object_pairs_hook=_mark_duplicates)
     except UnicodeDecodeError as e:
         raise SourceError(f"{path}: invalid UTF-8 at byte {e.start}; the whole file is unreadable") from e
     except json.JSONDecodeError as e:
         raise SourceError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); for one object per "
                           "line use .jsonl") from e
+    except (ValueError, RecursionError) as e:
+        raise SourceError(f"{path}: {json_problem(e)}; the whole document is unreadable (for one object "
+                          "per line use .jsonl)") from e
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -261,7 +354,15 @@ def _iter_json(path: Path) -> Iterator[RawRow]:
     if not isinstance(data, list):
         raise SourceError(f"{path}: expected a JSON list of rows, got {type(data).__name__}")
     for i, obj in enumerate(data):
-        if isinstance(obj, dict):
+        try:
+            duplicate = _duplicate_in(obj) if isinstance(obj, dict) else None
+        except RecursionError:
+            yield i, RowError("nested too deeply to use"), ""
+            continue
+        if duplicate is not None:
+            yield i, RowError(f"bad JSON: duplicate key {duplicate!r} in one object (json would keep only "
+                              "the last value)"), obj
+        elif isinstance(obj, dict):
             yield i, obj, obj
         else:
             yield i, RowError(f"row is a JSON {type(obj).__name__}, not an object"), obj
@@ -289,38 +390,78 @@ def _iter_parquet(path: Path, start: int = 0, end: int | None = None) -> Iterato
         raise SourceError(f"{path}: cannot read Parquet after row {i} of this shard ({e})") from e
 
 
+_CSV_FIELD_LIMIT = 1 << 30  # the csv module's default of 128 KiB aborted a whole file on one long cell
+_ESCAPED = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, kept by surrogateescape
+
+
+def _csv_lines(binary: BinaryIO, path: Path) -> Iterator[str]:
+    """Lines decoded one by one, so invalid UTF-8 costs one record, not the file."""
+    for i, raw in enumerate(binary):
+        if i == 0:
+            _refuse_utf16(path, raw)
+            if raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+        yield raw.decode("utf-8", "surrogateescape")
+
+
 def _iter_csv(path: Path) -> Iterator[RawRow]:
+    """Records of a CSV file, parsed strictly: a stray or unterminated quote makes the record it
+    starts a quarantine row naming its lines, and reading goes on at the next line (a lenient
+    parser merged the rows after it into one garbage question)."""
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
     try:
         binary = open_binary(path)
     except OSError as e:
         raise SourceError(f"{path}: {e.strerror}") from e
-    # utf-8-sig: a byte-order mark would otherwise glue itself to the first column's name.
-    with io.TextIOWrapper(binary, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        lineno = 1
+    with binary:
+        reader = csv.reader(_csv_lines(binary, path), strict=True)
+        lineno = 0
         try:
-            for obj in reader:
-                lineno = reader.line_num
-                if None in obj:  # more cells than header columns
-                    yield lineno, RowError("more cells than header columns"), obj
+            try:
+                header = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                raise SourceError(f"{path}: the header line is not readable as CSV ({e})") from e
+            if _ESCAPED.search("".join(header)):
+                raise SourceError(f"{path}: invalid UTF-8 in the header line")
+            while True:
+                start = reader.line_num + 1
+                try:
+                    cells = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as e:
+                    lineno = reader.line_num
+                    where = f"line {start}" if lineno <= start else f"lines {start}-{lineno}"
+                    yield start, RowError(f"malformed CSV at {where}: {e} (a stray or unterminated quote?)"), ""
                     continue
+                lineno = reader.line_num
+                if not cells:  # a blank line
+                    continue
+                if len(cells) > len(header):
+                    yield lineno, RowError("more cells than header columns"), cells
+                    continue
+                obj = dict(zip(header, cells))
+                bad = [k for k, v in obj.items() if _ESCAPED.search(v)]
+                if bad:
+                    raw = {k: v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for k, v in obj.items()}
+                    yield lineno, RowError(f"invalid UTF-8 in column {bad[0]!r}"), raw
+                    continue
+                obj.update((k, None) for k in header[len(cells):])  # fewer cells: the rest are missing
                 yield lineno, {k: _maybe_json(v) for k, v in obj.items()}, obj
-        except UnicodeDecodeError as e:
-            raise SourceError(f"{path}: invalid UTF-8 near line {reader.line_num + 1}") from e
         except EOFError as e:
             yield lineno + 1, _truncated(path, lineno, "line", e), ""
-        except (zlib.error, gzip.BadGzipFile) as e:
+        except (zlib.error, gzip.BadGzipFile, OSError) as e:
             raise SourceError(f"{path}: cannot decompress after line {lineno} ({type(e).__name__}: {e})") from e
-        except csv.Error as e:
-            raise SourceError(f"{path}: not readable as CSV near line {reader.line_num} ({e})") from e
 
 
 def _maybe_json(value: str | None) -> Any:
     """CSV cells are strings; lists and objects stored as JSON text are decoded."""
     if value and value[0] in "[{":
         try:
-            return json.loads(value)
-        except json.JSONDecodeError:
+            return loads_strict(value)
+        except (ValueError, RecursionError):
             return value
     return value
 
@@ -362,12 +503,29 @@ def _load_hub(spec: SourceConfig) -> Any:
         ) from e
 
 
+def check_regular(path: Path, name: str) -> None:
+    """Refuse what is not a regular file before it is opened: a FIFO blocks the reader forever,
+    a device never ends, a symlink loop cannot be opened."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise SourceError(f"source {name!r}: file not found: {path}") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise SourceError(f"source {name!r}: {path} is a symlink loop") from None
+        raise SourceError(f"source {name!r}: cannot open {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or
+                stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a file")
+        raise SourceError(f"source {name!r}: {path} is {kind}, not a regular file; only files and saved "
+                          "Hugging Face dataset folders are read")
+
+
 def _existing(spec: SourceConfig) -> Path:
     path = Path(spec.path or "")
-    if not path.exists():
-        raise SourceError(f"source {spec.name!r}: file not found: {path}")
+    check_regular(path, spec.name)
     if not os.access(path, os.R_OK):
-        raise SourceError(f"source {spec.name!r}: file not readable: {path}")
+        raise SourceError(f"source {spec.name!r}: file not readable (permission denied): {path}")
     return path
 
 
@@ -387,6 +545,8 @@ def iter_raw_rows(spec: SourceConfig, shard: Shard | None = None,
     if fmt == "hf_disk":
         return source_label(spec), _iter_hf(_load_hf_disk(spec))
     path = _existing(spec)
+    if path.stat().st_size == 0:  # an empty file has no rows (not a broken Parquet/JSON document)
+        return str(path), iter(())
     if fmt == "jsonl":
         return str(path), _iter_jsonl(path, shard.start, shard.end, stats)
     if fmt == "parquet":
@@ -435,6 +595,11 @@ def read_shard(spec: SourceConfig, shard: Shard, row_offset: int = 0) -> ShardRe
                 result.rows.append(rowno)
             except RowError as e:
                 result.quarantined.append(quarantine_row(spec.name, label, n, str(e), raw))
+            except RecursionError:
+                result.quarantined.append(quarantine_row(spec.name, label, n, "nested too deeply to use", ""))
+            except Exception as e:  # noqa: BLE001 - one odd row is quarantined, never the run's end
+                result.quarantined.append(quarantine_row(spec.name, label, n,
+                                                         f"unusable row ({type(e).__name__}: {e})", raw))
     except SourceError:
         raise
     except Exception as e:  # never a raw traceback: name the file and where it stopped
@@ -463,4 +628,7 @@ def read_source(spec: SourceConfig) -> ReadResult:
         result.quarantined.extend(part.quarantined)
     for line in truncation_warnings(result.quarantined):
         warnings.warn(line, stacklevel=2)
+    if result.n_rows == 0:
+        warnings.warn(f"warning: source {spec.name!r}: {source_label(spec)} has no rows (an empty file?)",
+                      stacklevel=2)
     return result

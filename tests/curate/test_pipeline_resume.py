@@ -60,6 +60,7 @@ def test_scoring_killed_midway_resumes_without_regenerating(tmp_path, ray_tmp):
     assert sorted(rd.recorded(tmp_path / "calls-ref")) == rows
     stage_dirs = list(out.glob("cache/scoring-*"))
     assert len(stage_dirs) == 1 and not (stage_dirs[0] / "_SUCCESS").exists()
+    assert (out / ".s1ray.lock").exists() and not (out / "manifest.json").exists()  # the killed run's lock stays
     saved = {r for f in stage_dirs[0].glob("parts/part-*.parquet") for r in pq.read_table(f)["row_index"].to_pylist()}
     assert saved and saved < set(rows) and saved <= set(rd.recorded(tmp_path / "calls-1"))
 
@@ -78,8 +79,11 @@ def test_scoring_killed_midway_resumes_without_regenerating(tmp_path, ray_tmp):
     assert (out / "kept.jsonl").read_text() == (ref_out / "kept.jsonl").read_text()
     ref_funnel, funnel = (json.loads((d / "funnel.json").read_text()) for d in (ref_out, out))
     for f in (ref_funnel, funnel):
-        f.pop("seconds"), f.pop("stages")
+        f.pop("seconds"), f.pop("stages"), f.pop("run_id")
     assert funnel == ref_funnel
+    from s1ray.io.outputs import verify_outputs
+
+    assert verify_outputs(out) == [] and not (out / ".s1ray.lock").exists()  # the dead run's lock was broken
     assert Path(result["paths"]["scored_pool"]) == out / "scored_pool.parquet"
 
     # The stage is stored whole like a computed one, so the next run reuses it as is.
