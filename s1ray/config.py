@@ -10,7 +10,7 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, TypeVar, get_args
+from typing import Any, Iterable, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -38,6 +38,10 @@ class RayConfig(StrictModel):
 
     address: str | None = None
     num_cpus: int | None = None  # only for a local cluster
+    # A local Ray's servers (GCS, raylet, workers, object transfer, agents, metrics, dashboard):
+    # on 127.0.0.1 only, or on the machine's network address for other machines to join
+    # ("network": see docs/security.md for what that exposes). Ignored when joining a cluster.
+    listen: Literal["loopback", "network"] = "loopback"
     include_dashboard: bool = False
     # Can the cluster add nodes? None: a local Ray cannot; a joined one can when its autoscaler
     # (v2) says so or $S1RAY_AUTOSCALING=1. Fixed clusters get actor pools shrunk to fit.

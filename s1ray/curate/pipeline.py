@@ -43,6 +43,7 @@ from s1ray.io import ingest
 from s1ray.io.readers import SourceConfig, SourceError
 from s1ray.io.writers import write_jsonl, write_ordered
 from s1ray.records import SCHEMA
+from s1ray.storage import check_owned
 
 CACHE_VERSION = "rules-v5"  # bump when a stage's scoring logic or its stored layout changes
 
@@ -117,6 +118,7 @@ def score_pool(ds, cfg: CurateConfig, cache_dir: Path | None = None, upstream: s
         t0 = time.perf_counter()
         done = cache_dir / f"{stage.name}-{key}" if cache_dir else None
         if done is not None and (done / "_SUCCESS").exists():
+            check_owned(done, "curate cache")
             # One read task per part, in row order: the pool never passes through the driver.
             ds = ingest.read_parts(done / "data")
             info[stage.name] = {"status": "reused", "key": key, "seconds": 0.0}
@@ -215,6 +217,7 @@ def _cached_read(cfg: CurateConfig, cache_dir: Path, log: Callable[[str], None])
                [(s.model_dump(mode="json"), fingerprint(s) if cfg.cache else None) for s in cfg.sources])
     done = cache_dir / f"read-{key}"
     if cfg.cache and (done / "_SUCCESS").exists():
+        check_owned(done, "curate cache")
         log(f"[curate] read: reusing {done}")
         quarantine = [json.loads(line) for line in (done / "quarantine.jsonl").read_text().splitlines() if line]
         counts = json.loads((done / "counts.json").read_text())
