@@ -145,10 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     run: Callable[[Any], dict[str, Any]] = _import(run_ref)
     from s1ray.curate.selection import SelectionError
     from s1ray.io.readers import SourceError
+    from s1ray.storage import UnsafeStorageError
 
     try:
         summary = run(cfg)
-    except (ConfigError, SelectionError, SourceError) as e:  # input the run cannot use: one message, no traceback
+    except (ConfigError, SelectionError, SourceError, UnsafeStorageError) as e:  # input the run cannot use: one message, no traceback
         print(f"s1ray {args.command}: {e}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2, default=str))

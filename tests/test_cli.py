@@ -35,6 +35,10 @@ class DemoConfig(StrictModel):
 
 
 def run_demo(cfg: DemoConfig) -> dict:
+    if cfg.name == "unsafe":
+        from s1ray.storage import UnsafeStorageError
+
+        raise UnsafeStorageError("checkpoint /x is world-writable (mode 0777): ...")
     return {"name": cfg.name, "steps": cfg.steps, "has_token": cfg.hub_token is not None}
 
 
@@ -136,6 +140,12 @@ def test_run_prints_the_json_summary_and_not_the_secret(demo, capsys):
     out = capsys.readouterr().out
     assert json.loads(out) == {"name": "x", "steps": 3, "has_token": True}
     assert "hf_secretsecretsecret" not in out
+
+
+def test_refused_storage_is_one_message(demo, capsys):
+    assert cli.main(["demo", "name=unsafe"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("s1ray demo: checkpoint /x is world-writable") and "Traceback" not in err
 
 
 def test_unknown_command_is_a_usage_error(capsys):
