@@ -162,10 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     from s1ray.curate.selection import SelectionError
     from s1ray.io.outputs import OutputError
     from s1ray.io.readers import SourceError
+    from s1ray.storage import UnsafeStorageError
 
     try:
         summary = run(cfg, force=True) if getattr(args, "force", False) else run(cfg)
-    except (ConfigError, SelectionError, SourceError, OutputError) as e:  # one message, no traceback
+    except (ConfigError, SelectionError, SourceError, OutputError, UnsafeStorageError) as e:  # one message, no traceback
         print(f"s1ray {args.command}: {e}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2, default=str))

@@ -2,6 +2,13 @@
 
 Every command has one pydantic model (``extra="forbid"``), so a misspelt key or a wrong
 type fails before any work starts, with a message that names the key.
+
+Secrets are marked by type, not guessed from names: a field typed :data:`Secret` (pydantic's
+``SecretStr``) is masked wherever a config is printed or saved, and a saved config that still
+holds the mask is refused on load. Every other value is printed as itself, so a printed or
+saved config (``--print-config``, ``config.yaml``, ``pipeline_config.yaml``, ...) re-runs the
+same job. s1ray's own configs hold no secret values at all: they name the environment variable
+that holds one (``endpoint.api_key_env``), read where it is used.
 """
 
 from __future__ import annotations
@@ -12,16 +19,29 @@ import re
 import stat
 import types
 from pathlib import Path
-from typing import Any, Iterable, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Iterable, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, SecretStr, ValidationError, ValidationInfo, field_validator
 
 T = TypeVar("T", bound="StrictModel")
 
-# Keys whose values are never printed or written to reports: a key is secret when one of its
-# ``_``/``-``/``.``-separated words is a marker ("api_key", "hub_token"), so counts such as
-# "max_new_tokens" or "thinking_tokens" stay readable. ``*_env`` keys name a variable: shown.
+MASK = "**********"  # how pydantic writes a SecretStr in JSON mode (printed and saved configs)
+
+
+def _not_the_mask(value: SecretStr) -> SecretStr:
+    if value.get_secret_value() == MASK:
+        raise ValueError(f"holds {MASK!r}, the mask a printed or saved config shows instead of the secret: "
+                         "set the real value (or, better, read it from an environment variable)")
+    return value
+
+
+# The type of a config field that holds a secret value: masked when printed or saved.
+Secret = Annotated[SecretStr, AfterValidator(_not_the_mask)]
+
+# Words that mark an environment variable NAME as a secret's (deployment manifests must take
+# those from secret references, not literal values): "OPENAI_API_KEY", "HF_TOKEN". Config
+# fields are never classified by name: see :data:`Secret`.
 SECRET_MARKERS = ("key", "token", "secret", "password", "passwd", "apikey", "credentials")
 
 
@@ -73,6 +93,10 @@ class RayConfig(StrictModel):
 
     address: str | None = None
     num_cpus: int | None = None  # only for a local cluster
+    # A local Ray's servers (GCS, raylet, workers, object transfer, agents, metrics, dashboard):
+    # on 127.0.0.1 only, or on the machine's network address for other machines to join
+    # ("network": see docs/security.md for what that exposes). Ignored when joining a cluster.
+    listen: Literal["loopback", "network"] = "loopback"
     include_dashboard: bool = False
     # Can the cluster add nodes? None: a local Ray cannot; a joined one can when its autoscaler
     # (v2) says so or $S1RAY_AUTOSCALING=1. Fixed clusters get actor pools shrunk to fit.
@@ -356,26 +380,26 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
         raise ConfigError(message) from None
 
 
-def is_secret_key(key: Any) -> bool:
-    words = re.split(r"[_\-.\s]+", str(key).lower())
+def is_secret_key(name: Any) -> bool:
+    """Does an environment variable name look like a secret's (``*_env`` names one: no)?"""
+    words = re.split(r"[_\-.\s]+", str(name).lower())
     return words[-1] != "env" and any(w in SECRET_MARKERS for w in words)
 
 
-def redact(value: Any) -> Any:
-    """A copy of a config dict with secret-looking values replaced, for printing and reports."""
+def _escape_env(value: Any) -> Any:
+    """``${VAR}`` in a value written as ``$${VAR}``: loading the dump gives the value back."""
     if isinstance(value, dict):
-        return {
-            k: ("***" if is_secret_key(k) and v not in (None, "") else redact(v))
-            for k, v in value.items()
-        }
+        return {k: _escape_env(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [redact(v) for v in value]
+        return [_escape_env(v) for v in value]
+    if isinstance(value, str):
+        return _ENV_REF.sub(lambda m: "$" + m.group(0), value)
     return value
 
 
 def dump_config(cfg: BaseModel) -> str:
-    """YAML of a config with secrets redacted."""
-    return yaml.safe_dump(redact(cfg.model_dump(mode="json")), sort_keys=False)
+    """YAML of a config that loads back to an equal config; :data:`Secret` fields masked."""
+    return yaml.safe_dump(_escape_env(cfg.model_dump(mode="json")), sort_keys=False, allow_unicode=True)
 
 
 def secret_from_env(var: str | None) -> str | None:

@@ -15,6 +15,9 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 # in sweep trials, in job subprocesses, which inherit this) noticed its end up to 2 s late.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 os.environ.pop("RAY_ADDRESS", None)
+# Endpoint keys are read in the process that sends the request (a Ray worker inherits the
+# environment Ray started with), so the HTTP tests' key is set before any Ray starts.
+os.environ.setdefault("S1RAY_TEST_KEY", "sk-test-endpoint-key-0123456789")
 
 import pytest  # noqa: E402
 

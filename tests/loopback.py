@@ -5,7 +5,9 @@ from __future__ import annotations
 
 class LoopbackServer:
     """An HTTP server on 127.0.0.1 (a free port) whose POST replies come from ``reply(handler, body)``,
-    which returns ``(status, headers, body bytes)``. Use as a context manager; ``url`` ends in /v1."""
+    which returns ``(status, headers, body)``: bytes, or a function that writes the body to the
+    socket itself (no Content-Length; the connection closes after it: trickled or endless bodies).
+    Use as a context manager; ``url`` ends in /v1."""
 
     def __init__(self, reply):
         import json
@@ -23,6 +25,14 @@ class LoopbackServer:
                 self.send_header("Content-Type", "application/json")
                 for k, v in headers.items():
                     self.send_header(k, v)
+                if callable(raw):
+                    self.end_headers()
+                    try:
+                        raw(self.wfile)
+                    except OSError:  # the client hung up
+                        pass
+                    self.close_connection = True
+                    return
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
                 self.wfile.write(raw)

@@ -1,4 +1,5 @@
-"""`s1ray` CLI: help, config errors with exit code 2 naming the key, overrides, redacted printing."""
+"""`s1ray` CLI: help, config errors with exit code 2 naming the key, overrides, printed configs that
+re-run as they are (every example config), secrets masked by type."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from s1ray import cli
-from s1ray.config import StrictModel
+from s1ray.config import MASK, Secret, StrictModel
 
 BIN = Path(sys.executable).parent
 
@@ -19,19 +20,25 @@ BIN = Path(sys.executable).parent
 class DemoEndpoint(StrictModel):
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key_env: str = "OPENAI_API_KEY"  # names a variable: shown
-    api_key: str | None = None  # a value: never shown
+    api_key: Secret | None = None  # a value: never shown
 
 
 class DemoConfig(StrictModel):
     name: str = "demo"
     steps: int = 1
-    hub_token: str | None = None
+    hub_token: Secret | None = None
     max_new_tokens: int = 512  # a count that merely contains "token": shown
+    key_words: str = "concepts"  # names that look secret are not: only the type says so
+    token_prompt: str = "think for up to {budget} tokens"
     endpoint: DemoEndpoint = DemoEndpoint()
     mirrors: list[DemoEndpoint] = []
 
 
 def run_demo(cfg: DemoConfig) -> dict:
+    if cfg.name == "unsafe":
+        from s1ray.storage import UnsafeStorageError
+
+        raise UnsafeStorageError("checkpoint /x is world-writable (mode 0777): ...")
     return {"name": cfg.name, "steps": cfg.steps, "has_token": cfg.hub_token is not None}
 
 
@@ -102,18 +109,25 @@ def test_overrides_merge_into_the_file_and_print(tmp_path, capsys):
     assert printed["input"] == "pool.parquet" and printed["criterion"] == "s1"  # file value, default
 
 
-def test_print_config_redacts_secret_values(demo, capsys):
+def test_print_config_masks_secret_fields_by_type(demo, capsys, tmp_path):
     assert cli.main(["demo", "--print-config", "hub_token=hf_abcdefghijklmnop", "endpoint.api_key=sk-live-123",
-                     "mirrors=[{api_key: sk-mirror-456}]"]) == 0
+                     "mirrors=[{api_key: sk-mirror-456}]", "key_words=basic"]) == 0
     out = capsys.readouterr().out
     for secret in ("hf_abcdefghijklmnop", "sk-live-123", "sk-mirror-456"):
         assert secret not in out
     printed = yaml.safe_load(out)
-    assert printed["hub_token"] == "***" and printed["endpoint"]["api_key"] == "***"
-    assert printed["mirrors"][0]["api_key"] == "***"
-    # Variable names and unset secrets stay readable: they are not secrets.
+    assert printed["hub_token"] == MASK and printed["endpoint"]["api_key"] == MASK
+    assert printed["mirrors"][0]["api_key"] == MASK
+    # Values that merely have secret-looking names print as themselves.
+    assert printed["key_words"] == "basic" and printed["token_prompt"] == "think for up to {budget} tokens"
     assert printed["endpoint"]["api_key_env"] == "OPENAI_API_KEY"
     assert printed["max_new_tokens"] == 512 and printed["endpoint"]["base_url"].startswith("http://")
+    # The mask never passes for a secret: re-running the printed config names the field to fill in.
+    saved = tmp_path / "printed.yaml"
+    saved.write_text(out)
+    assert cli.main(["demo", "--config", str(saved)]) == 2
+    err = capsys.readouterr().err
+    assert "hub_token" in err and "mask" in err and "endpoint.api_key" in err
 
 
 def test_unset_secret_is_shown_as_null(demo, capsys):
@@ -126,6 +140,12 @@ def test_run_prints_the_json_summary_and_not_the_secret(demo, capsys):
     out = capsys.readouterr().out
     assert json.loads(out) == {"name": "x", "steps": 3, "has_token": True}
     assert "hf_secretsecretsecret" not in out
+
+
+def test_refused_storage_is_one_message(demo, capsys):
+    assert cli.main(["demo", "name=unsafe"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("s1ray demo: checkpoint /x is world-writable") and "Traceback" not in err
 
 
 def test_unknown_command_is_a_usage_error(capsys):
@@ -242,3 +262,26 @@ def test_every_command_has_one_output_rule():
                 "evaluate": "outputs/evaluate", "sweep": "outputs/sweeps", "pipeline": "outputs/pipeline"}
     assert defaults == expected
     assert "outputs/" in cli.OUTPUT_RULE
+
+
+def test_every_example_config_prints_as_a_config_that_loads_back_equal(tmp_path, capsys, monkeypatch):
+    """``--print-config`` (and every saved config: same dump) re-runs the same job: each example
+    config printed, loaded again from the printed text, equals the original."""
+    from s1ray.config import load_config
+    from s1ray.configs import example_configs
+
+    monkeypatch.setenv("S1RAY_STORAGE", "/mnt/storage with ${odd} $chars")  # a literal ${...} survives too
+    examples = example_configs()
+    assert len(examples) >= 10
+    for example in examples:
+        command = example.command.split()[1]
+        cls = cli._import(cli.COMMANDS[command][0])
+        original = load_config(cls, example.path)
+        assert cli.main([command, "--config", str(example.path), "--print-config"]) == 0, example.name
+        printed = tmp_path / f"{example.name}.yaml"
+        printed.write_text(capsys.readouterr().out)
+        assert load_config(cls, printed) == original, example.name
+    curate = yaml.safe_load((tmp_path / "curate_shared_pool.yaml").read_text())
+    assert curate["dedup"]["key_words"] in ("concepts", "basic")  # printed as itself, not masked
+    evaluate = yaml.safe_load((tmp_path / "evaluate_smollm2_math500.yaml").read_text())
+    assert "{" in evaluate["token_conditional_prompt"]

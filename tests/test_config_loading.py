@@ -1,14 +1,15 @@
-"""Typed configs: YAML + dotted overrides; bad keys and types fail naming the key; secrets redacted."""
+"""Typed configs: YAML + dotted overrides; bad keys and types fail naming the key; secret fields masked
+by type; a dumped config loads back equal."""
 
 import pytest
 
-from s1ray.config import (ConfigError, RayConfig, StrictModel, dump_config, load_config, parse_overrides,
-                          secret_from_env)
+from s1ray.config import (MASK, ConfigError, RayConfig, Secret, StrictModel, dump_config, load_config,
+                          parse_overrides, secret_from_env)
 
 
 class Endpoint(StrictModel):
     base_url: str = "http://localhost"
-    api_key: str | None = None
+    api_key: Secret | None = None
     api_key_env: str | None = "OPENAI_API_KEY"
 
 
@@ -70,11 +71,15 @@ def test_bad_files(tmp_path):
         load_config(Job, bad)
 
 
-def test_dump_redacts_secrets_but_not_variable_names(monkeypatch):
+def test_dump_masks_secret_fields_but_not_variable_names(monkeypatch, tmp_path):
     cfg = load_config(Job, None, ["name=x", "endpoint.api_key=sk-very-secret"])
+    assert cfg.endpoint.api_key.get_secret_value() == "sk-very-secret" and "sk-very" not in repr(cfg)
     text = dump_config(cfg)
-    assert "sk-very-secret" not in text and "***" in text
+    assert "sk-very-secret" not in text and MASK in text
     assert "OPENAI_API_KEY" in text  # *_env names the variable, it is not a secret
+    (tmp_path / "dumped.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=r"endpoint\.api_key: .*mask"):
+        load_config(Job, tmp_path / "dumped.yaml")
     monkeypatch.setenv("MY_TOKEN", "t0k")
     assert secret_from_env("MY_TOKEN") == "t0k" and secret_from_env(None) is None
 
@@ -165,3 +170,15 @@ def test_missing_required_keys_are_listed():
     with pytest.raises(MissingFieldsError) as e:
         load_config(Eval, None, [])
     assert e.value.missing == ["budgets"] and "budgets: required key missing" in str(e.value)
+
+
+def test_dump_loads_back_equal_with_literal_dollar_braces(tmp_path, monkeypatch):
+    """Values that hold ``${...}`` after expansion (an escaped ``$${X}``, a variable's value) are
+    written escaped, so loading the dump does not expand them a second time."""
+    monkeypatch.setenv("S1RAY_ODD_FOR_TEST", "/data/${NOT_A_VAR}")
+    path = tmp_path / "job.yaml"
+    path.write_text("name: ${S1RAY_ODD_FOR_TEST}\ntrain:\n  tags: ['$${HOME}', 'plain $x', 'a $$${HOME} b']\n")
+    cfg = load_config(Job, path)
+    assert cfg.name == "/data/${NOT_A_VAR}" and cfg.train.tags == ["${HOME}", "plain $x", "a $${HOME} b"]
+    (tmp_path / "dumped.yaml").write_text(dump_config(cfg))
+    assert load_config(Job, tmp_path / "dumped.yaml") == cfg

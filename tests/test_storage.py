@@ -31,7 +31,7 @@ def test_world_writable_folder_is_refused(tmp_path):
     folder.chmod(0o777)
     with pytest.raises(UnsafeStorageError, match=r"world-writable \(mode 0777\)") as e:
         check_owned(folder)
-    assert str(folder) in str(e.value) and "chmod -R o-w" in str(e.value)
+    assert str(folder) in str(e.value) and "chmod -R go-w" in str(e.value)
     folder.chmod(0o755)
     check_owned(folder)
 
@@ -121,3 +121,150 @@ def test_sweep_refuses_to_restore_world_writable_tune_state(tmp_path):
     (state / "experiment_state.json").chmod(0o666)
     with pytest.raises(UnsafeStorageError, match="Tune state .*experiment_state.json"):
         build_tuner(cfg, pd.DataFrame(), 1)
+
+
+# --- the holes: group-writable storage, foreign parents, file:// URIs, links on the way ----------
+
+def _give_group_away(path, monkeypatch):
+    """``path`` group-writable by a group other users are in (as root: a real chgrp)."""
+    import s1ray.storage as storage
+
+    path.chmod(0o775 if path.is_dir() else 0o664)
+    if os.geteuid() == 0:
+        os.chown(path, -1, 54321)  # no such group: nobody can prove it is private
+    else:
+        monkeypatch.setattr(storage, "_private_group", lambda gid, uid: False)
+
+
+def test_group_writable_folder_or_file_is_refused(tmp_path, monkeypatch):
+    folder = checkpoint(tmp_path)
+    _give_group_away(folder, monkeypatch)
+    with pytest.raises(UnsafeStorageError, match=r"group-writable \(mode 0775"):
+        check_owned(folder)
+    folder.chmod(0o755)
+    check_owned(folder)
+    planted = folder / "latest"
+    _give_group_away(planted, monkeypatch)
+    with pytest.raises(UnsafeStorageError, match=r"latest\) is group-writable"):
+        check_owned(folder)
+
+
+def test_group_writable_with_own_private_group_passes(tmp_path, monkeypatch):
+    """umask 002 systems: every user has a group of their own; its write bit lets no one else in."""
+    import s1ray.storage as storage
+
+    folder = checkpoint(tmp_path)
+    folder.chmod(0o775)
+    monkeypatch.setattr(storage, "_private_group", lambda gid, uid: gid == folder.stat().st_gid)
+    check_owned(folder)
+
+
+def test_group_writable_parent_without_sticky_bit_is_refused(tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    folder = checkpoint(shared)
+    _give_group_away(shared, monkeypatch)
+    with pytest.raises(UnsafeStorageError, match="parent folder .*shared is group-writable"):
+        check_owned(folder)
+    shared.chmod(0o1775)  # sticky: group members may add entries, not swap ours
+    check_owned(folder)
+
+
+def test_parent_owned_by_another_user_is_refused(tmp_path, monkeypatch):
+    """Another user's folder above ours: its owner can rename our tree away and plant another."""
+    import pathlib
+
+    foreign = tmp_path / "bob"
+    folder = checkpoint(foreign)
+    if os.geteuid() == 0:
+        os.chown(foreign, 12345, -1)
+    else:
+        real_stat = pathlib.Path.stat
+
+        def stat(self, *a, **k):
+            st = real_stat(self, *a, **k)
+            if self == foreign:
+                return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, 12345, *st[5:]))
+            return st
+        monkeypatch.setattr(pathlib.Path, "stat", stat)
+    with pytest.raises(UnsafeStorageError, match="parent folder .*bob is owned by uid 12345"):
+        check_owned(folder)
+
+
+def test_file_uri_is_checked_like_a_path(tmp_path):
+    folder = checkpoint(tmp_path)
+    folder.chmod(0o777)
+    for uri in (f"file://{folder}", f"file://localhost{folder}", f"FILE://{folder}"):
+        with pytest.raises(UnsafeStorageError, match="world-writable"):
+            check_owned(uri)
+    folder.chmod(0o755)
+    check_owned(f"file://{folder}")
+    with pytest.raises(UnsafeStorageError, match="must name this machine"):
+        check_owned(f"file://otherhost{folder}")
+    check_owned("gs://bucket/runs/x")  # remote: not a local path
+
+
+def test_link_through_a_writable_folder_is_refused(tmp_path):
+    """The path as given passes through a world-writable folder holding a link: swappable."""
+    real = checkpoint(tmp_path / "mine")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "run").symlink_to(real.parent)
+    shared.chmod(0o777)
+    try:
+        with pytest.raises(UnsafeStorageError, match="parent folder .*shared is world-writable"):
+            check_owned(shared / "run" / real.name)
+        check_owned(real)  # the same checkpoint reached through folders nobody else can write
+    finally:
+        shared.chmod(0o755)
+
+
+# --- the other load sites: curate cache, a stage's saved parts, evaluation parts ------------------
+
+def test_saved_parts_are_checked_before_they_are_read(tmp_path):
+    import pyarrow as pa
+
+    from s1ray.io.checkpoint import BlockCheckpoint
+
+    store = BlockCheckpoint(tmp_path / "parts", ("row_index",), "parquet")
+    store.save(pa.table({"row_index": [0, 1], "x": ["a", "b"]}))
+    assert store.load()[1] == {(0,), (1,)}
+    part = store.part_files()[0]
+    part.chmod(0o666)  # anyone could have planted rows that end up in training
+    with pytest.raises(UnsafeStorageError, match="saved parts .*world-writable"):
+        store.load()
+
+
+def test_evaluation_parts_are_checked(tmp_path):
+    from s1ray.evaluate.config import EvaluateConfig
+    from s1ray.evaluate.runner import parts_dir, run_tasks_ray
+
+    cfg = EvaluateConfig.model_validate({"output_dir": str(tmp_path), "generation": {"model": "tiny:tiny"},
+                                         "benchmarks": [{"name": "jsonl", "path": "b.jsonl"}], "budgets": [4]})
+    tasks = [{"benchmark": "b", "id": "1", "method": "budget", "budget": 4}]
+    folder = parts_dir(cfg, tasks)
+    folder.mkdir(parents=True)
+    folder.chmod(0o777)
+    with pytest.raises(UnsafeStorageError, match=r"saved parts .*parts-.*world-writable"):
+        run_tasks_ray(cfg, tasks, resume=True)
+
+
+def test_curate_cache_is_checked_before_reuse(tmp_path):
+    """A cached stage output (marked done) in a folder others can write is refused, not reused."""
+    from s1ray.curate.config import CurateConfig
+    from s1ray.curate.pipeline import _cached_read
+
+    cfg = CurateConfig.model_validate({"sources": [{"name": "q", "path": str(tmp_path / "q.jsonl")}],
+                                       "output_dir": str(tmp_path / "out")})
+    (tmp_path / "q.jsonl").write_text('{"question": "q", "answer": "a"}\n')
+    cache = tmp_path / "out" / "cache"
+    from s1ray.curate import pipeline
+
+    key = pipeline._key("read", pipeline.CACHE_VERSION, pipeline.READ_VERSION,
+                        [(s.model_dump(mode="json"), pipeline.fingerprint(s)) for s in cfg.sources])
+    done = cache / f"read-{key}"
+    done.mkdir(parents=True)
+    (done / "_SUCCESS").write_text(key)
+    (done / "counts.json").write_text('{"n_input": 1, "n_records": 1}')
+    (done / "counts.json").chmod(0o666)
+    with pytest.raises(UnsafeStorageError, match=r"curate cache .*counts.json\) is world-writable"):
+        _cached_read(cfg, cache, print)

@@ -47,6 +47,7 @@ from s1ray.io.outputs import output_lock, staged_outputs, write_text_durable
 from s1ray.io.readers import SourceConfig, SourceError, check_regular
 from s1ray.io.writers import write_jsonl, write_ordered
 from s1ray.records import SCHEMA
+from s1ray.storage import check_owned
 
 CACHE_VERSION = "rules-v5"  # bump when a stage's scoring logic or its stored layout changes
 OUTPUTS = ["scored_pool.parquet", "kept.jsonl", "quarantine.jsonl", "funnel.json", "funnel.md", "funnel.png"]
@@ -149,6 +150,7 @@ def cache_problem(done: Path, folders: list[str]) -> str | None:
 def _reusable(done: Path | None, folders: list[str], log: Callable[[str], None]) -> bool:
     if done is None or not (done / "_SUCCESS").exists():
         return False
+    check_owned(done, "curate cache")  # its rows end up in training: only a cache this user owns is read
     problem = cache_problem(done, folders)
     if problem is None:
         return True

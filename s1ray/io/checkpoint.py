@@ -112,7 +112,11 @@ class BlockCheckpoint:
         """Finished blocks (unreadable parts skipped with a warning) and the keys they hold.
 
         A key found in an earlier part is dropped from later ones, so every key appears once.
+        The folder is refused when another user could have written it (:func:`check_owned`).
         """
+        from s1ray.storage import check_owned
+
+        check_owned(self.folder, "saved parts")
         blocks: list[Block] = []
         done: set[tuple] = set()
         for path in self.part_files():

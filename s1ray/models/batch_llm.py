@@ -27,17 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
-import random
-import time
 import zlib
 from functools import lru_cache, partial
 from typing import Any, Callable, Sequence
 
 import pyarrow as pa
 
-from s1ray.config import secret_from_env
+from s1ray.models.endpoint import AsyncRate, EndpointClient, EndpointConfig
 from s1ray.models.generation import Generation, GenerationConfig, Generator, cpu_engine_env, vllm_engine_kwargs
 
 log = logging.getLogger(__name__)
@@ -157,29 +154,26 @@ def http_processor_config(cfg: GenerationConfig, *, num_cpus: float | None = Non
 
     Ray's HTTP stage raises on exhausted retries, connection errors and non-JSON bodies (the
     whole job would fail), retries only its own status list, sends a batch's requests one at a
-    time, and limits ``qps`` as an int per batch. So s1ray's session (:class:`EndpointSession`)
-    does the retries (``endpoint.max_retries``, ``Retry-After``), the rate limit
+    time, and limits ``qps`` as an int per batch. So s1ray's session (:class:`EndpointSession`,
+    on :class:`~s1ray.models.endpoint.EndpointClient`) does the retries, the rate limit
     (``endpoint.rate_limit_rps`` shared by the pool's actors, fractions allowed) and a batch's
     requests in parallel, and turns every failure into a per-row error; Ray's own ``max_retries``
-    and ``qps`` stay off. The API key is read here from the variable the config names and only
-    ever sent as the Authorization header.
+    and ``qps`` stay off. No key is in this config (Ray stores it with the job): the session reads
+    it from ``endpoint.api_key_env`` in the worker. The driver only checks it may be sent there.
     """
     from ray.data.llm import HttpRequestProcessorConfig
+
+    from s1ray.models.endpoint import completions_url, read_key
+    from s1ray.resources import Resources
 
     if cfg.endpoint is None:
         raise ValueError("backend 'openai' needs an `endpoint` section (base_url, api_key_env, ...)")
     ep = cfg.endpoint
-    key = secret_from_env(ep.api_key_env)
-    if ep.api_key_env and not key:
-        log.warning("environment variable %s is not set; calling %s without an API key", ep.api_key_env, ep.base_url)
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    from s1ray.resources import Resources
-
+    key_here = read_key(ep) is not None  # fails fast on a key that must not go to this URL
     rps = ep.rate_limit_rps / Resources.of(cfg).max_actors  # every actor may run at once
-    session = partial(EndpointSession, max_retries=ep.max_retries, timeout_s=ep.timeout_s, rps=rps,
-                      backoff_s=backoff_s)
+    session = partial(EndpointSession, ep, rps=rps, backoff_s=backoff_s, key_required=key_here)
     return HttpRequestProcessorConfig(
-        url=ep.base_url.rstrip("/") + "/completions", headers=headers, qps=None, max_retries=0,
+        url=completions_url(ep), headers={}, qps=None, max_retries=0,
         batch_size=cfg.batch_size, concurrency=cfg.concurrency, session_factory=session,
         http_request_stage={"num_cpus": cfg.num_cpus if num_cpus is None else num_cpus})
 
@@ -236,7 +230,7 @@ def _body(model: str, prompt: str, max_tokens: int, temperature: float, top_p: f
 
 
 def _http_postprocess(row: dict[str, Any]) -> dict[str, Any]:
-    """The session's normalized reply (:meth:`EndpointSession.normalize`) -> text, tokens, finish."""
+    """The session's normalized reply (:func:`s1ray.models.endpoint.normalize`) -> text, tokens, finish."""
     data = row.get("http_response") or {}
     if data.get("error") or data.get("text") is None:
         return {PACK: row[PACK], SCHEMA: row[SCHEMA], ERROR: str(data.get("error") or "no reply")}
@@ -266,109 +260,32 @@ class _Reply:
         return False
 
 
-class _AsyncRate:
-    """At most ``rps`` request starts per second in this process (evenly spaced slots)."""
-
-    def __init__(self, rps: float):
-        self.interval = 1.0 / rps if rps > 0 else 0.0
-        self.next_slot = 0.0
-
-    async def acquire(self) -> None:
-        now = time.monotonic()
-        slot = max(now, self.next_slot)
-        self.next_slot = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
-
-
-_RATES: dict[float, _AsyncRate] = {}  # one limiter per actor process and rate, across batches
-RETRY_STATUS = {408, 409, 429}
+_RATES: dict[float, AsyncRate] = {}  # one limiter per actor process and rate, across batches
 
 
 class EndpointSession:
-    """``session_factory`` for Ray's HTTP stage: every ``post`` starts at once (a batch's requests
-    run in parallel), is rate limited, retried on 408/409/429/5xx and connection errors with
-    exponential backoff or ``Retry-After``, and ALWAYS answers 200 with a normalized record
-    (:meth:`normalize`): the server's completion, or ``error`` (HTTP error, exhausted retries,
-    non-JSON or malformed body) so the row, not the job, fails. The bearer token is scrubbed
-    from every reason."""
+    """``session_factory`` for Ray's HTTP stage, on :class:`~s1ray.models.endpoint.EndpointClient`:
+    every ``post`` starts at once (a batch's requests run in parallel) and ALWAYS answers 200 with
+    the client's record (:func:`~s1ray.models.endpoint.normalize`): the completion, or ``error``
+    so the row, not the job, fails. Ray's URL and headers are ignored: the client posts to the
+    configured endpoint with the key it reads from this worker's environment."""
 
-    def __init__(self, max_retries: int = 5, timeout_s: float = 120.0, rps: float = 0.0, backoff_s: float = 1.0):
-        self.max_retries, self.timeout_s, self.backoff_s = max_retries, timeout_s, backoff_s
-        self.rate = _RATES.setdefault(rps, _AsyncRate(rps))
-        self._session: Any = None
+    def __init__(self, ep: EndpointConfig, rps: float = 0.0, backoff_s: float = 1.0, key_required: bool = False):
+        self.client = EndpointClient(ep, rate=_RATES.setdefault(rps, AsyncRate(rps)), backoff_s=backoff_s,
+                                     key_required=key_required)
 
     async def __aenter__(self) -> "EndpointSession":
-        import aiohttp
-
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+        await self.client.__aenter__()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        await self._session.close()
+        await self.client.__aexit__(*exc)
 
     def post(self, url: str, headers: dict[str, Any] | None = None, data: Any = None, **kw: Any) -> Any:
-        return asyncio.ensure_future(self._post(url, dict(headers or {}), data))
+        return asyncio.ensure_future(self._post(data))
 
-    @staticmethod
-    def _scrub(text: str, headers: dict[str, Any]) -> str:
-        auth = str(headers.get("Authorization", ""))
-        secret = auth.split(" ", 1)[1] if " " in auth else auth
-        return text.replace(secret, "***") if secret else text
-
-    @staticmethod
-    def normalize(data: Any, url: str) -> dict[str, Any]:
-        """An OpenAI ``/completions`` reply as one flat, fixed-shape record (Ray keeps the reply as
-        a nested Arrow struct; replies of different shapes could not share a block)."""
-        out = {"text": None, "finish_reason": "", "completion_tokens": -1, "error": ""}
-        try:
-            if isinstance(data, dict) and data.get("error"):
-                raise ValueError(str(data["error"])[:300])
-            choice = data["choices"][0]
-            if not isinstance(choice.get("text"), str):
-                raise ValueError("no text in choices[0]")
-        except ValueError as e:
-            return {**out, "error": f"endpoint error from {url}: {e}"}
-        except (KeyError, IndexError, TypeError, AttributeError):
-            return {**out, "error": f"malformed reply from {url}: {str(data)[:200]}"}
-        n = (data.get("usage") or {}).get("completion_tokens")
-        return {**out, "text": choice["text"], "finish_reason": str(choice.get("finish_reason") or ""),
-                "completion_tokens": -1 if n is None else int(n)}
-
-    def _error(self, reason: str) -> _Reply:
-        return _Reply(200, {"text": None, "finish_reason": "", "completion_tokens": -1, "error": reason})
-
-    async def _post(self, url: str, headers: dict[str, Any], data: Any) -> _Reply:
-        import aiohttp
-
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            await self.rate.acquire()
-            retry_after = None
-            try:
-                async with self._session.post(url, headers=headers, data=data) as resp:
-                    body = await resp.text()
-                    if resp.status == 200:
-                        try:
-                            reply = self.normalize(json.loads(body), url)
-                        except ValueError:
-                            return self._error(f"non-JSON reply from {url}: {self._scrub(body[:200], headers)}")
-                        reply["error"] = self._scrub(reply["error"], headers)
-                        return _Reply(200, reply)
-                    last = f"HTTP {resp.status} from {url}: {self._scrub(body[:300], headers)}"
-                    if resp.status not in RETRY_STATUS and resp.status < 500:
-                        return self._error(last)
-                    value = resp.headers.get("Retry-After", "")
-                    retry_after = float(value) if value.replace(".", "", 1).isdigit() else None
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-                last = f"cannot reach {url}: {self._scrub(f'{type(e).__name__}: {e}', headers)}"
-            if attempt < self.max_retries:
-                wait = retry_after if retry_after is not None else \
-                    min(60.0, self.backoff_s * 2 ** attempt) * (0.5 + random.random() / 2)
-                log.warning("endpoint attempt %d/%d failed (%s); retrying in %.2fs", attempt + 1,
-                            self.max_retries + 1, last[:120], wait)
-                await asyncio.sleep(wait)
-        return self._error(f"gave up after {self.max_retries + 1} attempts: {last}")
+    async def _post(self, data: Any) -> _Reply:
+        return _Reply(200, await self.client.complete(data))
 
 
 # --- pack / unpack around the processor ------------------------------------------------------

@@ -11,37 +11,22 @@ prompts at once, each with its own remaining thinking budget.
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import os
-import random
-import threading
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from s1ray.config import StrictModel, secret_from_env
+from s1ray.config import StrictModel
+from s1ray.models.endpoint import AsyncRate, EndpointClient, EndpointConfig, completions_url, read_key
 
 log = logging.getLogger(__name__)
 
 # Used when a backend has no tokenizer to render a chat (an endpoint for an unknown model).
 CHATML_SYSTEM = "You are a helpful assistant."
-
-
-class EndpointConfig(StrictModel):
-    """An OpenAI-compatible ``/v1/completions`` server (a hosted model or ``vllm serve``)."""
-
-    base_url: str  # e.g. http://127.0.0.1:8000/v1
-    model: str | None = None  # model name sent to the server; default: GenerationConfig.model
-    api_key_env: str | None = "OPENAI_API_KEY"  # the key is read from this variable, never stored
-    rate_limit_rps: float = 5.0  # requests per second, across all threads of one generator
-    max_retries: int = 5  # on 429, 5xx, timeouts and connection errors
-    timeout_s: float = 120.0
 
 
 class GenerationConfig(StrictModel):
@@ -455,48 +440,30 @@ class VLLMGenerator(TokenIdGenerator):
 
 # --- OpenAI-compatible endpoint -------------------------------------------------------------
 
-class RateLimiter:
-    """At most ``rps`` acquisitions per second, shared by all threads (evenly spaced slots)."""
-
-    def __init__(self, rps: float):
-        self.interval = 1.0 / rps if rps > 0 else 0.0
-        self.next_slot = 0.0
-        self.lock = threading.Lock()
-
-    def acquire(self) -> None:
-        with self.lock:
-            now = time.monotonic()
-            slot = max(now, self.next_slot)
-            self.next_slot = slot + self.interval
-        if slot > now:
-            time.sleep(slot - now)
-
-
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
+def run_sync(coro: Any) -> Any:
+    """Run ``coro`` to completion from synchronous code, also inside a thread that already runs an
+    event loop (there in a helper thread: its own loop, the caller blocks)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 class OpenAIGenerator(Generator):
-    """``POST {base_url}/completions``, one request per prompt, ``batch_size`` in flight.
+    """``POST {base_url}/completions``, one request per prompt, ``batch_size`` in flight, through
+    :class:`~s1ray.models.endpoint.EndpointClient` (key, retries, limits: see there)."""
 
-    The API key comes from the environment variable the config names; it is sent only in the
-    Authorization header and scrubbed from every error message this class produces.
-    """
-
-    backoff_s = 1.0  # first retry wait; doubles each retry, with jitter, capped at 60 s
+    backoff_s = 1.0  # first retry wait; doubles each retry, with jitter, capped at endpoint.max_retry_wait_s
 
     def __init__(self, cfg: GenerationConfig):
         if cfg.endpoint is None:
             raise ValueError("backend 'openai' needs an `endpoint` section (base_url, api_key_env, ...)")
         self.cfg, self.ep = cfg, cfg.endpoint
-        self.url = self.ep.base_url.rstrip("/") + "/completions"
-        self._key = secret_from_env(self.ep.api_key_env)
-        if self.ep.api_key_env and not self._key:
-            log.warning("environment variable %s is not set; calling %s without an API key",
-                        self.ep.api_key_env, self.url)
-        self.limiter = RateLimiter(self.ep.rate_limit_rps)
+        self.url = completions_url(self.ep)
+        read_key(self.ep)  # fail now on a key that must not be sent to this URL; warn when unset
+        self.rate = AsyncRate(self.ep.rate_limit_rps)  # shared by every generate() call
         self.tokenizer = self._try_tokenizer(cfg)
         self._calls = 0
 
@@ -512,66 +479,33 @@ class OpenAIGenerator(Generator):
                      type(e).__name__)
             return None
 
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
+    def _generation(self, record: dict[str, Any], max_tokens: int, stop: list[str] | None) -> Generation:
+        if record["error"] or record["text"] is None:
+            return Generation("", 0, "error", record["error"] or f"no reply from {self.url}")
+        text, _ = _cut_at_stop(record["text"], stop)  # servers differ on whether the stop string is kept
+        n = record["completion_tokens"]
+        if n < 0:
+            n = self.count_tokens([text])[0] if self.tokenizer is not None else 0
+        reason = "length" if record["finish_reason"] == "length" else "stop"
+        return Generation(text, int(min(n, max_tokens)), reason)
 
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        headers = {"Content-Type": "application/json"}
-        if self._key:
-            headers["Authorization"] = f"Bearer {self._key}"
-        req = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=self.ep.timeout_s) as resp:
-                return json.loads(resp.read().decode("utf-8"))
-        except urllib.error.HTTPError as e:
-            detail = self._scrub(e.read().decode("utf-8", "replace")[:300])
-            if e.code == 429 or e.code >= 500:
-                retry_after = e.headers.get("Retry-After") if e.headers else None
-                raise _Retryable(f"HTTP {e.code} from {self.url}: {detail}",
-                                 float(retry_after) if retry_after and retry_after.replace(".", "").isdigit()
-                                 else None) from None
-            raise RuntimeError(f"HTTP {e.code} from {self.url}: {detail}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-            reason = getattr(e, "reason", e)
-            raise _Retryable(f"cannot reach {self.url}: {self._scrub(str(reason))}") from None
+    async def _generate(self, prompts: list[str], limits: list[int], stop: list[str] | None,
+                        seeds: list[int]) -> list[Generation]:
+        in_flight = asyncio.Semaphore(max(1, self.cfg.batch_size))
+        async with EndpointClient(self.ep, rate=self.rate, backoff_s=self.backoff_s) as client:
+            async def one(prompt: str, max_tokens: int, seed: int) -> Generation:
+                if max_tokens <= 0:
+                    return Generation("", 0, "length")
+                body: dict[str, Any] = {"model": self.ep.model or self.cfg.model, "prompt": prompt,
+                                        "max_tokens": max_tokens, "temperature": self.cfg.temperature,
+                                        "top_p": self.cfg.top_p, "seed": seed}
+                if stop:
+                    body["stop"] = list(stop)
+                async with in_flight:
+                    record = await client.complete(body)
+                return self._generation(record, max_tokens, stop)
 
-    def _one(self, prompt: str, max_tokens: int, stop: list[str] | None, seed: int) -> Generation:
-        if max_tokens <= 0:
-            return Generation("", 0, "length")
-        body: dict[str, Any] = {"model": self.ep.model or self.cfg.model, "prompt": prompt, "max_tokens": max_tokens,
-                                "temperature": self.cfg.temperature, "top_p": self.cfg.top_p, "seed": seed}
-        if stop:
-            body["stop"] = list(stop)
-        last_error = ""
-        for attempt in range(self.ep.max_retries + 1):
-            self.limiter.acquire()
-            try:
-                data = self._post(body)
-            except _Retryable as e:
-                last_error = str(e)
-                if attempt == self.ep.max_retries:
-                    break
-                wait = e.retry_after if e.retry_after is not None else \
-                    min(60.0, self.backoff_s * 2 ** attempt) * (0.5 + random.random() / 2)
-                log.warning("endpoint attempt %d/%d failed (%s); retrying in %.2fs", attempt + 1,
-                            self.ep.max_retries + 1, last_error[:120], wait)
-                time.sleep(wait)
-                continue
-            except RuntimeError as e:
-                return Generation("", 0, "error", str(e))
-            try:
-                choice = data["choices"][0]
-                text = choice.get("text") or ""
-            except (KeyError, IndexError, TypeError):
-                return Generation("", 0, "error", f"malformed response from {self.url}: {self._scrub(str(data))[:200]}")
-            text, _ = _cut_at_stop(text, stop)  # servers differ on whether the stop string is kept
-            usage = data.get("usage") or {}
-            n = usage.get("completion_tokens")
-            if n is None:
-                n = self.count_tokens([text])[0] if self.tokenizer is not None else 0
-            reason = "length" if choice.get("finish_reason") == "length" else "stop"
-            return Generation(text, int(min(n, max_tokens)), reason)
-        return Generation("", 0, "error", f"gave up after {self.ep.max_retries + 1} attempts: {last_error}")
+            return list(await asyncio.gather(*(one(p, m, s) for p, m, s in zip(prompts, limits, seeds))))
 
     def generate(self, prompts: list[Prompt], max_new_tokens: MaxTokens = None, stop: list[str] | None = None,
                  *, stop_token_ids: Sequence[int] = (), min_new_tokens: MaxTokens = None) -> list[Generation]:
@@ -583,8 +517,7 @@ class OpenAIGenerator(Generator):
         limits = _limits(len(prompts), max_new_tokens, self.cfg.max_new_tokens)
         self._calls += 1
         seeds = [self.cfg.seed + 100_003 * self._calls + i for i in range(len(prompts))]
-        with ThreadPoolExecutor(max_workers=max(1, min(self.cfg.batch_size, len(prompts) or 1))) as pool:
-            return list(pool.map(lambda a: self._one(a[0], a[1], stop, a[2]), zip(prompts, limits, seeds)))
+        return run_sync(self._generate(list(prompts), limits, stop, seeds))
 
 
 # --- factory and Ray Data --------------------------------------------------------------------

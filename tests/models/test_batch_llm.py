@@ -4,6 +4,7 @@ packaged SmolLM2 (teacher traces with a retry pass, a solver) including a row th
 
 import json
 import logging
+import os
 import threading
 
 import pandas as pd
@@ -15,7 +16,7 @@ from s1ray.models import batch_llm as bl
 from s1ray.models.generation import EndpointConfig, Generation, GenerationConfig
 from s1ray.records import make_record, to_table
 
-SECRET = "sk-test-batch-llm-0123456789"
+SECRET = os.environ["S1RAY_TEST_KEY"]  # tests/conftest.py: set before Ray starts (workers read it)
 SMOL = "packaged:smollm2-135m-instruct"
 LONG_QUESTION = "Count the words. " + "word " * 1500  # > max_model_len tokens: the engine rejects it
 
@@ -110,13 +111,13 @@ def test_http_processor_config(monkeypatch):
                            endpoint=EndpointConfig(base_url="http://127.0.0.1:1/v1/", api_key_env="S1RAY_TEST_KEY",
                                                    rate_limit_rps=3.0, max_retries=4, timeout_s=9.0))
     pc = bl.http_processor_config(cfg)
-    assert pc.url == "http://127.0.0.1:1/v1/completions" and pc.headers == {"Authorization": f"Bearer {SECRET}"}
+    assert pc.url == "http://127.0.0.1:1/v1/completions" and pc.headers == {}  # the key is read in the worker
     assert pc.qps is None and pc.max_retries == 0 and pc.batch_size == 16 and pc.concurrency == 2
     assert pc.http_request_stage == {"num_cpus": 0.25}
     session = pc.session_factory()
-    assert (session.max_retries, session.timeout_s, session.rate.interval) == (4, 9.0, pytest.approx(2 / 3))
-    monkeypatch.delenv("S1RAY_TEST_KEY")
-    assert bl.http_processor_config(cfg).headers == {}
+    client = session.client
+    assert (client.ep.max_retries, client.ep.timeout_s, client.rate.interval) == (4, 9.0, pytest.approx(2 / 3))
+    assert client._key == SECRET  # read from this process's environment when the session is made
 
 
 # --- pre/postprocess and the endpoint session's reply record ------------------------------------
@@ -137,7 +138,8 @@ def test_vllm_postprocess_finish_reason_from_tokens():
 
 
 def test_endpoint_reply_record_and_http_postprocess():
-    norm = bl.EndpointSession.normalize
+    from s1ray.models.endpoint import normalize as norm
+
     ok = norm({"choices": [{"text": "hi STOP x", "finish_reason": "length"}], "usage": {"completion_tokens": 9}}, "u")
     assert ok == {"text": "hi STOP x", "finish_reason": "length", "completion_tokens": 9, "error": ""}
     assert set(norm({"error": {"message": "quota"}}, "u")) == set(ok)  # one fixed shape for every reply

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -11,8 +12,9 @@ import pytest
 
 from loopback import LoopbackServer
 
+from s1ray.models.endpoint import AsyncRate
 from s1ray.models.generation import (EndpointConfig, Generation, GenerationConfig, HFGenerator, OpenAIGenerator,
-                                     RateLimiter, make_generator)
+                                     make_generator)
 
 SECRET = "sk-test-DO-NOT-LEAK-9f8e7d"
 
@@ -193,10 +195,14 @@ def test_endpoint_unreachable_is_an_error_not_a_crash(monkeypatch):
 
 
 def test_rate_limiter_spacing():
-    lim = RateLimiter(50.0)
+    lim = AsyncRate(50.0)
+
+    async def five():
+        for _ in range(5):
+            await lim.acquire()
+
     t0 = time.monotonic()
-    for _ in range(5):
-        lim.acquire()
+    asyncio.run(five())
     assert time.monotonic() - t0 >= 4 / 50 * 0.95
 
 
