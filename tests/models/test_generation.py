@@ -183,9 +183,10 @@ def test_endpoint_rate_limit(monkeypatch):
         gen.generate([f"p{i}" for i in range(6)])
         elapsed = time.monotonic() - t0
     assert len(srv.requests) == 6
-    assert elapsed >= 5 / 20 * 0.95  # 6 requests at 20/s need at least 5 intervals
-    span = srv.times[-1] - srv.times[0]
-    assert span >= 5 / 20 * 0.9
+    # 6 requests at 20/s need at least 5 intervals, timed where the limiter decides (the client):
+    # a lower bound that load can only lengthen. The server's arrival times are not asserted: a
+    # loaded machine can deliver requests the limiter spaced out in one burst.
+    assert elapsed >= 5 / 20 * 0.95
 
 
 def test_endpoint_unreachable_is_an_error_not_a_crash(monkeypatch):
