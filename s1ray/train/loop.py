@@ -266,7 +266,7 @@ class SFTRecipe:
         epoch, index = divmod(step, self.spe)
         if epoch not in self._plans:
             self._plans = {epoch: epoch_plan(self.lengths, cfg.batching, cfg.micro_batch_size, self.micro_per_step,
-                                             epoch, cfg.seed, cfg.group_size_multiplier)}
+                                             epoch, cfg.seed, cfg.group_size_multiplier, self.world)}
         step_plan = self._plans[epoch][index]
         n_targets = sum(self.targets[i] for mb in step_plan for i in mb)
         lr = self.scheduler.get_last_lr()[0]

@@ -54,7 +54,7 @@ def plain_run(cfg: Any, threads: int | None = None, measure_memory_at_step: int 
     for step in range(min(total, max_steps or total)):
         epoch, index = divmod(step, spe)
         micros = epoch_plan(lengths, cfg.batching, cfg.micro_batch_size, per_step, epoch, cfg.seed,
-                            cfg.group_size_multiplier)[index]
+                            cfg.group_size_multiplier, layout["num_workers"])[index]
         n_targets = max(1, sum(targets[i] for mb in micros for i in mb))
         lr = sched.get_last_lr()[0]
         total_loss, tokens, mem = 0.0, 0, None
