@@ -147,6 +147,19 @@ def test_peak_memory_of_the_loss_step_at_qwen_vocabulary_is_at_least_5x_lower():
     assert full["peak_bytes"] >= 5 * chunked["peak_bytes"], (full, chunked)
 
 
+def test_gpu_benchmark_script_runs_at_toy_size_on_cpu(tmp_path):
+    """tests/gpu/bench_loss_memory.py (run on a lent GPU) executes end to end with --cpu-smoke."""
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, str(REPO / "tests" / "gpu" / "bench_loss_memory.py"), "--cpu-smoke",
+                          "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["part"], r["impl"]) for r in rows][:2] == [("loss step", "chunked"), ("loss step", "full")]
+    assert rows[0]["loss"] == pytest.approx(rows[1]["loss"], rel=1e-5) and rows[-1]["part"].startswith("decoder")
+    assert all("error" not in r and r["time_s"] > 0 for r in rows)
+    assert "| loss step | chunked |" in run.stdout
+
+
 # ------------------------------------------------------------------ choosing the path
 def test_auto_keeps_small_runs_on_the_full_logits_and_long_blocks_off_them():
     small, big = (512, 49152), (32768, 152064)
