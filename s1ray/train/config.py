@@ -82,6 +82,17 @@ class TrainConfig(StrictModel):
     # token_mean: mean over the global batch's supervised tokens (long traces weigh more);
     # example_mean: per-example mean, then mean over examples (s1: one example per device)
     loss_reduction: Literal["token_mean", "example_mean"] = "token_mean"
+    # How the loss is computed (s1ray.train.loss; docs/paper-scale.md "The loss at long context").
+    # full: the model's logits, tokens x vocab at once (~14 bytes per entry at the backward peak in
+    # bf16: ~70 GB for 32,768 tokens x Qwen2.5's 152,064). chunked: from the last hidden states,
+    # loss_chunk_tokens rows of fp32 logits at a time, recomputed in backward. liger: Liger-Kernel's
+    # fused linear cross entropy (CUDA, liger-kernel>=0.8.2). auto: full while micro_batch_size x
+    # block_size x vocab < 2^27, else liger on CUDA when it imports, else chunked.
+    loss_impl: Literal["auto", "full", "chunked", "liger"] = "auto"
+    # 1024: the chunk's fp32 logits (~6 bytes per entry in bf16) are 0.9 GB at Qwen2.5's vocabulary,
+    # small beside the 4.7 GB weight-gradient buffers, and a 1024 x 5120 x 152,064 matmul keeps a GPU busy;
+    # at 4,096 tokens the loss step's peak is ~11x below the full logits' (tests/train/test_loss.py).
+    loss_chunk_tokens: int = Field(1024, ge=1)
     global_batch_size: int | None = 16  # rows per optimizer step (examples, or packed sequences)
     micro_batch_size: int = Field(1, ge=1)  # rows per worker per forward pass
     gradient_accumulation: int | None = None  # None: worked out from global_batch_size
@@ -90,8 +101,10 @@ class TrainConfig(StrictModel):
     seed: int = 0
 
     # --- efficiency ---
-    batching: Literal["pack", "group", "pad"] = "pack"  # pack sequences / group by length / naive
-    group_size_multiplier: int = Field(16, ge=1)  # "group": sort within chunks of this many steps
+    # pack sequences / group by length / naive / balance: group, and every rank's k-th micro-batch of a
+    # step about as long as the others' (fewer waits for the slowest rank; s1.1 traces: 23K max vs 9.5K mean)
+    batching: Literal["pack", "group", "pad", "balance"] = "pack"
+    group_size_multiplier: int = Field(16, ge=1)  # "group"/"balance": sort within chunks of this many steps
     gradient_checkpointing: bool = False
     deepspeed: DeepSpeedSection = Field(default_factory=DeepSpeedSection)
 
@@ -120,6 +133,13 @@ class TrainConfig(StrictModel):
     metrics_every_steps: int = Field(10, ge=1)  # ray.train.report is throttled in V2: not every step
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="after")
+    def _liger_needs_gpu(self) -> "TrainConfig":
+        if self.loss_impl == "liger" and not self.use_gpu:
+            raise ValueError("loss_impl: liger runs Triton kernels on CUDA only; set use_gpu: true or use "
+                             "loss_impl: chunked")
+        return self
 
     @model_validator(mode="after")
     def _batch_is_consistent(self) -> "TrainConfig":

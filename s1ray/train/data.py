@@ -175,26 +175,88 @@ def build_rows(examples: list[dict[str, Any]], batching: str, block_size: int) -
 
 
 def epoch_plan(lengths: list[int], batching: str, micro: int, micro_per_step: int, epoch: int, seed: int,
-               group_size_multiplier: int = 16) -> list[list[list[int]]]:
-    """steps -> micro-batches (``micro_per_step`` of them, = accumulation x workers) -> row indices.
+               group_size_multiplier: int = 16, workers: int = 1) -> list[list[list[int]]]:
+    """steps -> micro-batches (``micro_per_step`` of them, = accumulation x workers, rank-major:
+    rank r runs ``step[r * accumulation:(r + 1) * accumulation]``) -> row indices.
 
     Every row is used exactly once per epoch; the last step may hold empty micro-batches.
     ``group`` sorts rows by length within chunks of ``group_size_multiplier`` steps so a
-    micro-batch holds rows of similar length, then shuffles the steps.
+    micro-batch holds rows of similar length, then shuffles the steps. ``balance`` does the same
+    and also deals each step's micro-batches, longest first, round-robin over the ``workers``
+    ranks, so every rank's k-th micro-batch is about as long as the others' (no rank waits long
+    for the slowest; docs/paper-scale.md "Stragglers: length-balanced steps").
     """
     rng = np.random.default_rng([seed, epoch])
     order = [int(i) for i in rng.permutation(len(lengths))]
-    if batching == "group":
+    sort = batching in ("group", "balance")
+    if sort:
         chunk = micro * micro_per_step * group_size_multiplier
         order = [i for s in range(0, len(order), chunk)
                  for i in sorted(order[s:s + chunk], key=lambda i: (-lengths[i], i))]
     micros = [order[s:s + micro] for s in range(0, len(order), micro)]
     steps = [micros[s:s + micro_per_step] for s in range(0, len(micros), micro_per_step)]
-    if batching == "group":
+    if sort:
         steps = [steps[int(i)] for i in rng.permutation(len(steps))]
     for step in steps:
         step += [[] for _ in range(micro_per_step - len(step))]
+    if batching == "balance":
+        steps = [_deal(step, lengths, workers) for step in steps]
     return steps
+
+
+def _deal(step: list[list[int]], lengths: list[int], workers: int) -> list[list[int]]:
+    """The step's micro-batches, longest first, dealt round-robin: the j-th longest goes to rank
+    j % workers as its (j // workers)-th micro-batch (back in rank-major order)."""
+    if len(step) % workers:
+        raise ValueError(f"a step of {len(step)} micro-batches cannot be split over {workers} workers")
+    accum = len(step) // workers
+    ranked = sorted(step, key=lambda mb: -micro_batch_cost(mb, lengths))
+    return [ranked[k * workers + r] for r in range(workers) for k in range(accum)]
+
+
+def micro_batch_cost(mb: list[int], lengths: list[int], attention: float = 0.0,
+                     example_lengths: list[list[int]] | None = None) -> float:
+    """Compute of one micro-batch in token units: rows x padded width, plus ``attention`` x sum of
+    each example's length squared (causal attention within an example; padding attends to nothing).
+    ``example_lengths[row]``: the examples packed in a row (default: the row is one example)."""
+    if not mb:
+        return 0.0
+    width = max(lengths[i] for i in mb)
+    if not attention:
+        return float(len(mb) * width)
+    squares = sum(n * n for i in mb for n in (example_lengths[i] if example_lengths else [lengths[i]]))
+    return len(mb) * width + attention * squares
+
+
+def waiting_fraction(example_lengths: list[int], world_size: int, batching: str, micro_batch_size: int = 1,
+                     gradient_accumulation: int = 1, block_size: int = 32_768, attention: float = 0.0,
+                     seed: int = 0, group_size_multiplier: int = 16, epochs: int = 1) -> float:
+    """The fraction of ideal throughput lost to ranks waiting for the slowest one, predicted from lengths.
+
+    Rows and plan are the trainer's own (``pack``: first-fit bins; else one example per row; then
+    :func:`epoch_plan`). A micro-batch costs :func:`micro_batch_cost` (tokens, plus ``attention``
+    x length^2: for a dense transformer attention's share of a token's FLOPs at context L is about
+    n_layers x hidden x L / n_params, so ``attention`` ~ n_layers x hidden / n_params, 1.0e-5 for
+    Qwen2.5-32B). Ranks meet at every micro-batch (ZeRO-3 gathers parameters layer by layer), so a
+    step takes the sum over accumulation slots of the slowest rank's micro-batch. Ideal: all the
+    work spread evenly over the ranks. Returns 1 - ideal / predicted.
+    """
+    if batching == "pack":
+        bins = pack_bins(example_lengths, block_size)
+        per_row = [[example_lengths[i] for i in b] for b in bins]
+    else:
+        per_row = [[n] for n in example_lengths]
+    lengths = [sum(r) for r in per_row]
+    micro_per_step = gradient_accumulation * world_size
+    work = predicted = 0.0
+    for epoch in range(epochs):
+        for step in epoch_plan(lengths, batching, micro_batch_size, micro_per_step, epoch, seed,
+                               group_size_multiplier, workers=world_size):
+            costs = [micro_batch_cost(mb, lengths, attention, per_row) for mb in step]
+            work += sum(costs)
+            predicted += sum(max(costs[r * gradient_accumulation + k] for r in range(world_size))
+                             for k in range(gradient_accumulation))
+    return 1.0 - work / world_size / predicted if predicted else 0.0
 
 
 def steps_per_epoch(n_rows: int, micro: int, micro_per_step: int) -> int:

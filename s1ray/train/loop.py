@@ -29,7 +29,7 @@ from typing import Any, Sequence
 from s1ray.train.config import TrainConfig
 from s1ray.train.data import IGNORE, collate, epoch_plan, steps_per_epoch
 from s1ray.train.hooks import StepRecord, TrainHooks
-from s1ray.train.loss import example_counts, lm_loss
+from s1ray.train.loss import attach_hidden_states_loss, example_counts, lm_loss, resolve_loss_impl
 from s1ray.train.optim import lr_lambda, param_groups, torch_adamw
 
 CKPT_TAG = "ds"
@@ -160,6 +160,9 @@ class SFTRecipe:
         self.total_steps = self.spe * cfg.epochs
         self.dtype = resolve_dtype(cfg, cfg.use_gpu)
         ds_config = build_ds_config(cfg, self.dtype)
+        self.loss_impl = resolve_loss_impl(cfg.loss_impl, cfg.micro_batch_size * cfg.block_size,
+                                           self.lc.data.vocab_size, self.device.type)
+        self.metrics["loss_impl"] = self.loss_impl
 
         self.start_step = 0
         checkpoint = ray.train.get_checkpoint()
@@ -177,6 +180,8 @@ class SFTRecipe:
             for h in self.hooks:
                 h.before_model()
             model, _hf_ds_config = _load_model(cfg, ds_config, self.dtype, self.lc.data.vocab_size, source)
+            if self.loss_impl != "full":
+                attach_hidden_states_loss(model, self.loss_impl, cfg.loss_chunk_tokens)
             groups = param_groups(model, cfg.weight_decay)
             optimizer = None if uses_deepspeed_optimizer(cfg) else torch_adamw(groups, cfg)
             schedule, offset = lr_lambda(self.total_steps, cfg.warmup_ratio), self.start_step
@@ -184,6 +189,10 @@ class SFTRecipe:
                 model=model, model_parameters=groups if optimizer is None else None, optimizer=optimizer,
                 lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s + offset)),
                 config=ds_config, dist_init_required=False)
+            if self.loss_impl != "full" and self.engine.zero_optimization_stage() == 3:
+                # the loss reads the output embedding outside lm_head's forward: gather it for the model's
+                deepspeed.zero.register_external_parameter(self.engine.module,
+                                                           self.engine.module.get_output_embeddings().weight)
             if folder is not None and not model_only:
                 _, client = self.engine.load_checkpoint(str(folder), tag=CKPT_TAG)
                 self.start_step = self._client_state(client, checkpoint)
@@ -259,7 +268,7 @@ class SFTRecipe:
         epoch, index = divmod(step, self.spe)
         if epoch not in self._plans:
             self._plans = {epoch: epoch_plan(self.lengths, cfg.batching, cfg.micro_batch_size, self.micro_per_step,
-                                             epoch, cfg.seed, cfg.group_size_multiplier)}
+                                             epoch, cfg.seed, cfg.group_size_multiplier, self.world)}
         step_plan = self._plans[epoch][index]
         n_targets = sum(self.targets[i] for mb in step_plan for i in mb)
         lr = self.scheduler.get_last_lr()[0]
@@ -267,7 +276,10 @@ class SFTRecipe:
         mine = step_plan[self.rank * self.accum:(self.rank + 1) * self.accum]
         for k, mb in enumerate(mine):
             batch = {k2: v.to(self.device) for k2, v in self._batch(mb).items()}
-            if cfg.loss_reduction == "token_mean":
+            if self.loss_impl != "full":  # from the hidden states, inside the engine's forward (s1ray.train.loss)
+                loss = engine(input_ids=batch["input_ids"], position_ids=batch["position_ids"], labels=batch["labels"],
+                              loss_reduction=cfg.loss_reduction, n_items=n_targets).loss
+            elif cfg.loss_reduction == "token_mean":
                 out = engine(input_ids=batch["input_ids"], position_ids=batch["position_ids"], labels=batch["labels"],
                              num_items_in_batch=max(1, n_targets), use_cache=False)
                 loss = out.loss if mb else out.logits.sum() * 0.0

@@ -48,7 +48,7 @@ def prepare_data(cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
     lengths = [len(x) for x in rows.column("input_ids").to_pylist()]
     layout = cfg.batch_layout()
     plan = epoch_plan(lengths, cfg.batching, cfg.micro_batch_size, layout["gradient_accumulation"] * cfg.num_workers,
-                      0, cfg.seed, cfg.group_size_multiplier)
+                      0, cfg.seed, cfg.group_size_multiplier, cfg.num_workers)
     digest = hashlib.sha256()
     for ids, names in zip(rows.column("input_ids").to_pylist(), rows.column("example_ids").to_pylist()):
         digest.update(json.dumps([len(ids), sum(ids), names]).encode())

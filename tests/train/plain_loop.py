@@ -19,7 +19,7 @@ def plain_run(cfg: Any, threads: int | None = None, measure_memory_at_step: int 
     from s1ray.models.loading import build_tiny_model, load_model
     from s1ray.train.data import IGNORE, collate, epoch_plan, steps_per_epoch
     from s1ray.train.hooks import live_tensor_bytes
-    from s1ray.train.loss import example_counts, lm_loss
+    from s1ray.train.loss import attach_hidden_states_loss, example_counts, lm_loss, resolve_loss_impl
     from s1ray.train.optim import lr_lambda, param_groups, torch_adamw
     from s1ray.train.trainer import prepare_data
 
@@ -43,20 +43,27 @@ def plain_run(cfg: Any, threads: int | None = None, measure_memory_at_step: int 
         model = load_model(cfg.model, dtype="float32", vocab_size=info["vocab_size"])
     model.train()
     model.config.use_cache = False
+    loss_impl = resolve_loss_impl(cfg.loss_impl, cfg.micro_batch_size * cfg.block_size, info["vocab_size"], "cpu")
+    if loss_impl != "full":
+        attach_hidden_states_loss(model, loss_impl, cfg.loss_chunk_tokens)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     opt = torch_adamw(param_groups(model, cfg.weight_decay), cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, cfg.warmup_ratio))
     recs: list[dict[str, Any]] = []
     for step in range(min(total, max_steps or total)):
         epoch, index = divmod(step, spe)
         micros = epoch_plan(lengths, cfg.batching, cfg.micro_batch_size, per_step, epoch, cfg.seed,
-                            cfg.group_size_multiplier)[index]
+                            cfg.group_size_multiplier, layout["num_workers"])[index]
         n_targets = max(1, sum(targets[i] for mb in micros for i in mb))
         lr = sched.get_last_lr()[0]
         total_loss, tokens, mem = 0.0, 0, None
         live = [mb for mb in micros if mb]
         for k, mb in enumerate(live):
             b = collate([{c: cols[c][i] for c in cols} for i in mb], info["pad_id"])
-            if cfg.loss_reduction == "token_mean":
+            if loss_impl != "full":
+                loss = model(**b, loss_reduction=cfg.loss_reduction, n_items=n_targets).loss
+            elif cfg.loss_reduction == "token_mean":
                 loss = model(**b, num_items_in_batch=n_targets, use_cache=False).loss
             else:
                 logits = model(input_ids=b["input_ids"], position_ids=b["position_ids"], use_cache=False).logits

@@ -6,8 +6,8 @@ import torch
 from s1ray.io.readers import SourceConfig, read_source
 from s1ray.models.loading import build_tiny_model, load_tokenizer
 from s1ray.train.config import DelimiterConfig
-from s1ray.train.data import (IGNORE, build_examples, build_rows, collate, epoch_plan, non_padding_fraction,
-                              pack_bins)
+from s1ray.train.data import (IGNORE, build_examples, build_rows, collate, epoch_plan, micro_batch_cost,
+                              non_padding_fraction, pack_bins, waiting_fraction)
 
 
 @pytest.fixture(scope="module")
@@ -104,13 +104,14 @@ def test_padding_never_changes_real_tokens(tok):
 
 def test_epoch_plan_uses_each_row_once_deterministically():
     lengths = [10 + (i * 37) % 200 for i in range(50)]
-    for batching in ("pad", "group", "pack"):
-        plan = epoch_plan(lengths, batching, micro=2, micro_per_step=4, epoch=1, seed=3)
+    for batching in ("pad", "group", "pack", "balance"):
+        plan = epoch_plan(lengths, batching, micro=2, micro_per_step=4, epoch=1, seed=3, workers=2)
         used = [i for step in plan for mb in step for i in mb]
         assert sorted(used) == list(range(50))
         assert all(len(step) == 4 for step in plan) and len(plan) == 7  # ceil(ceil(50/2)/4)
-        assert plan == epoch_plan(lengths, batching, micro=2, micro_per_step=4, epoch=1, seed=3)
-        assert plan != epoch_plan(lengths, batching, micro=2, micro_per_step=4, epoch=2, seed=3)
+        assert plan == epoch_plan(lengths, batching, micro=2, micro_per_step=4, epoch=1, seed=3, workers=2)
+        assert plan != epoch_plan(lengths, batching, micro=2, micro_per_step=4, epoch=2, seed=3, workers=2)
+        assert plan != epoch_plan(lengths, batching, micro=2, micro_per_step=4, epoch=1, seed=4, workers=2)
 
 
 def test_length_grouping_reduces_padding():
@@ -121,3 +122,50 @@ def test_length_grouping_reduces_padding():
     naive = non_padding_fraction(lengths, epoch_plan(lengths, "pad", 8, 2, 0, 0))
     grouped = non_padding_fraction(lengths, epoch_plan(lengths, "group", 8, 2, 0, 0))
     assert naive < 0.6 and grouped > 0.9
+
+
+def s1k_like_lengths(n: int = 1000) -> list[int]:
+    """Log-normal quantiles: mean ~9.5K tokens, max ~23K (s1K-1.1's traces)."""
+    import math
+    from statistics import NormalDist
+
+    return [int(math.exp(9.1197 + 0.2805 * NormalDist().inv_cdf((i + 0.5) / n))) for i in range(n)]
+
+
+def rank_spread(plan, lengths, workers, accum):
+    """Mean over steps and accumulation slots of (slowest rank's micro-batch / mean rank's)."""
+    out = []
+    for step in plan:
+        for k in range(accum):
+            costs = [micro_batch_cost(step[r * accum + k], lengths) for r in range(workers)]
+            if all(costs):
+                out.append(max(costs) / (sum(costs) / workers))
+    return sum(out) / len(out)
+
+
+@pytest.mark.parametrize("workers,accum", [(16, 1), (4, 4)])
+def test_balanced_steps_keep_ranks_in_step(workers, accum):
+    """Every rank's k-th micro-batch of a step is about as long as the others'; each example still once."""
+    lengths = s1k_like_lengths()
+    plans = {b: epoch_plan(lengths, b, 1, workers * accum, epoch=0, seed=0, workers=workers)
+             for b in ("pad", "group", "balance")}
+    assert sorted(i for step in plans["balance"] for mb in step for i in mb) == list(range(len(lengths)))
+    spread = {b: rank_spread(p, lengths, workers, accum) for b, p in plans.items()}
+    assert spread["pad"] > 1.25 and spread["balance"] < 1.05, spread
+    if accum > 1:  # group sorts too, but hands a rank its micro-batches in a row: rank 0 gets the longest
+        assert spread["balance"] - 1 < (spread["group"] - 1) / 2, spread
+    # the steps are still shuffled: not in order of length
+    heads = [max(lengths[i] for i in step[0]) for step in plans["balance"][:-1]]
+    assert heads != sorted(heads, reverse=True)
+
+
+def test_waiting_fraction_predicts_the_time_lost_to_the_slowest_rank():
+    assert waiting_fraction([10, 30], 2, "pad") == pytest.approx(1 - 20 / 30)  # one step: 30 vs 20 ideal
+    assert waiting_fraction([50] * 64, 16, "pad") == 0.0
+    # with an attention term the long example costs more: 10 + 0.01*100 = 11 vs 30 + 9 = 39
+    assert waiting_fraction([10, 30], 2, "pad", attention=0.01) == pytest.approx(1 - 25 / 39)
+    lengths = s1k_like_lengths()
+    pad = waiting_fraction(lengths, 16, "pad", epochs=2)
+    balance = waiting_fraction(lengths, 16, "balance", epochs=2)
+    assert 0.3 < pad < 0.45 and balance < 0.08
+    assert waiting_fraction(lengths, 16, "balance", group_size_multiplier=1000) < balance

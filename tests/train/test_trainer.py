@@ -285,3 +285,22 @@ def test_local_storage_on_an_autoscaling_cluster_fails_early(work, s1k_module_fi
     from s1ray.train.trainer import _check_storage
 
     _check_storage(config(work, s1k_module_file, "fixed"))  # a fixed one-node cluster may keep it local
+
+
+def test_zero3_logits_free_loss_trains_like_the_full_logits(work, s1k_module_file):
+    """ZeRO-3, 2 workers x 2 accumulation steps, gradient checkpointing, tied embeddings, s1's example_mean:
+    the chunked loss (the output embedding read outside lm_head's forward, gathered as an external
+    parameter of the model) gives, step by step, the losses of a plain PyTorch loop on the full logits."""
+    from plain_loop import plain_run
+
+    name = "zero3-chunked"
+    trace = work["root"] / f"trace-{name}"
+    cfg = config(work, s1k_module_file, name, deepspeed={"zero_stage": 3}, gradient_checkpointing=True,
+                 loss_reduction="example_mean", loss_impl="chunked", loss_chunk_tokens=48)
+    result = fit(cfg, StepTrace(str(trace)))
+    assert result.error is None and result.metrics["loss_impl"] == "chunked"
+    got = read_trace(trace)
+    recs = plain_run(cfg.model_copy(update={"loss_impl": "full", "gradient_checkpointing": False}))
+    assert len(recs) == result.metrics["total_steps"]
+    assert [got[(r["step"], 0)]["loss"] for r in recs] == pytest.approx([r["loss"] for r in recs], rel=1e-4)
+    assert recs[-1]["loss"] < recs[0]["loss"] - 1.0  # it learns, so a lost output-embedding gradient would show
