@@ -26,7 +26,7 @@ from s1ray.plan.hardware import Hardware
 from s1ray.plan.shapes import ModelShape, PlanError
 
 LOSS_IMPLS = ("full", "chunked", "liger")
-DEFAULT_LOSS_CHUNK_TOKENS = 2048  # until TrainConfig.loss_chunk_tokens exists (branch h/loss)
+DEFAULT_LOSS_CHUNK_TOKENS = 1024  # TrainConfig.loss_chunk_tokens's default (s1ray/train/config.py)
 ALLOCATOR_RESERVE = 0.05  # GPU: what PyTorch's caching allocator holds beyond live tensors (fragmentation)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from s1ray.plan.hardware import GiB, Hardware, detected_gpu, hardware
-from s1ray.plan.memory import DEFAULT_LOSS_CHUNK_TOKENS, Memory, Setup, memory
+from s1ray.plan.memory import Memory, Setup, memory
 from s1ray.plan.shapes import ModelShape, PlanError, model_shape
 from s1ray.plan.timing import ASSUMED_HFU, CPU_HFU, Timing, run_steps, timing
 
@@ -92,7 +92,7 @@ def assumptions(hw: Hardware, dtype: str = "bfloat16") -> dict[str, Any]:
             "allocator_reserve": 0.05 if hw.kind == "gpu" else 0.0, "context_gib": hw.context_bytes / GiB}
 
 
-def setup_from_config(cfg: Any, on_gpu: bool) -> Setup:
+def setup_from_config(cfg: Any, on_gpu: bool, vocab_size: int | None = None) -> Setup:
     """The settings of a TrainConfig the plan depends on (dtype and ZeRO stage as the trainer resolves them)."""
     from s1ray.train.deepspeed_config import engine_zero_stage
 
@@ -110,19 +110,23 @@ def setup_from_config(cfg: Any, on_gpu: bool) -> Setup:
                  gradient_accumulation=layout["gradient_accumulation"], num_workers=cfg.num_workers,
                  zero_stage=engine_zero_stage(cfg, dtype), offload_optimizer=ds.offload_optimizer,
                  offload_params=ds.offload_params, gradient_checkpointing=cfg.gradient_checkpointing, dtype=dtype,
-                 loss_impl=resolve_loss_impl(getattr(cfg, "loss_impl", "full"), on_gpu),
-                 loss_chunk_tokens=getattr(cfg, "loss_chunk_tokens", DEFAULT_LOSS_CHUNK_TOKENS),
+                 loss_impl=resolve_loss_impl(cfg.loss_impl, on_gpu, cfg.micro_batch_size * cfg.block_size, vocab_size),
+                 loss_chunk_tokens=cfg.loss_chunk_tokens,
                  reduce_bucket_size=ds.reduce_bucket_size, prefetch_bucket_size=ds.reduce_bucket_size,
                  overlap_comm=ds.overlap_comm if ds.overlap_comm is not None else on_gpu)
 
 
-def resolve_loss_impl(impl: str, on_gpu: bool) -> str:
-    """``auto``: Liger's fused kernel on GPUs where liger-kernel is installed, else the chunked loss."""
+def resolve_loss_impl(impl: str, on_gpu: bool, tokens: int | None = None, vocab_size: int | None = None) -> str:
+    """The training rule for ``auto`` (:func:`s1ray.train.loss.resolve_loss_impl`): the full logits while a
+    micro-batch's tokens x vocabulary stay under ``AUTO_MIN_LOGITS``, above it Liger's fused kernel on
+    GPUs where liger-kernel is installed here, else the chunked loss. Named ones are planned as named."""
+    from s1ray.train.loss import AUTO_MIN_LOGITS, liger_available
+
     if impl != "auto":
         return impl
-    import importlib.util
-
-    return "liger" if on_gpu and importlib.util.find_spec("liger_kernel") is not None else "chunked"
+    if tokens is not None and vocab_size is not None and tokens * vocab_size < AUTO_MIN_LOGITS:
+        return "full"
+    return "liger" if on_gpu and liger_available() else "chunked"
 
 
 def count_examples(cfg: Any) -> int | None:
@@ -185,10 +189,11 @@ def plan_train(cfg: Any, hw: Hardware | None = None, *, n_examples: int | None =
         if cfg.global_batch_size is not None and cfg.gradient_accumulation is None:
             per_pass = cfg.micro_batch_size * hw.devices
             cfg = cfg.model_copy(update={"global_batch_size": max(per_pass, cfg.global_batch_size // per_pass * per_pass)})
-    setup = setup_from_config(cfg, hw.kind == "gpu")
+    shape = model_shape(cfg.model, cfg.trust_remote_code)
+    setup = setup_from_config(cfg, hw.kind == "gpu", shape.vocab_size)
     if loss_impl:
-        setup = replace(setup, loss_impl=resolve_loss_impl(loss_impl, hw.kind == "gpu"))
-    return plan(model_shape(cfg.model, cfg.trust_remote_code), setup, hw,
+        setup = replace(setup, loss_impl=resolve_loss_impl(loss_impl, hw.kind == "gpu", setup.tokens, shape.vocab_size))
+    return plan(shape, setup, hw,
                 n_examples=n_examples if n_examples is not None else count_examples(cfg), mean_tokens=mean_tokens,
                 batching=cfg.batching, global_batch=cfg.batch_layout()["global_batch_size"], epochs=cfg.epochs,
                 checkpoint_every_steps=cfg.checkpoint_every_steps,
@@ -207,7 +212,7 @@ def suggestions(shape: ModelShape, setup: Setup, hw: Hardware, global_batch: int
     candidates: list[tuple[dict[str, Any], Setup, Hardware, str]] = []
     if setup.loss_impl == "full":
         candidates.append(({"loss_impl": "chunked"}, replace(setup, loss_impl="chunked"), hw,
-                           "cross-entropy in chunks of loss_chunk_tokens (branch h/loss)"))
+                           "cross-entropy in chunks of loss_chunk_tokens (s1ray.train.loss)"))
     if not setup.gradient_checkpointing:
         candidates.append(({"gradient_checkpointing": True}, replace(setup, gradient_checkpointing=True), hw, ""))
     if setup.micro_batch_size > 1:

@@ -49,11 +49,15 @@ def test_train_refuses_a_predicted_oom_before_starting_and_force_overrides(monke
     started = []
     monkeypatch.setattr(s1ray.cluster, "init_ray", lambda *a, **k: None)
     monkeypatch.setattr(trainer, "build_trainer", lambda *a, **k: started.append(1) or pytest.fail("started"))
-    assert cli.main(["train", "--config", "train_s1_qwen32b"]) == 1  # full-logits loss at 32K
+    assert cli.main(["train", "--config", "train_s1_qwen32b", "loss_impl=full"]) == 1  # full-logits loss at 32K
     err = capsys.readouterr().err
     assert "predicted not to fit" in err and "--force" in err and "DOES NOT FIT" in err and not started
     with pytest.raises(pytest.fail.Exception, match="started"):
-        cli.main(["train", "--config", "train_s1_qwen32b", "--force"])
+        cli.main(["train", "--config", "train_s1_qwen32b", "loss_impl=full", "--force"])
+    assert started
+    started.clear()  # the shipped config (chunked loss) fits: it starts without --force
+    with pytest.raises(pytest.fail.Exception, match="started"):
+        cli.main(["train", "--config", "train_s1_qwen32b"])
     assert started
 
 
