@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_COLUMNS = ("prompt", "generation", "thinking_tokens", "answer", "answer_tokens", "forced_stop",
                   "continuations", "finish_reason", "error", "extracted", "correct", "grade_reason", "draws",
-                  "min_thinking_tokens")
+                  "min_thinking_tokens", "stop_reason", "gave_up")
 
 
 def build_tasks(cfg: EvaluateConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -92,7 +92,7 @@ class EvaluateBatch:
                 got_draws = [1] * len(idx)
             else:
                 out, got_draws = rejection_sample(self.generator, prompts, bf, budgets, cfg.rejection.max_samples,
-                                                  cfg.rejection.temperature, uncapped)
+                                                  cfg.rejection.temperature, uncapped, cfg.rejection.max_rounds)
             for i, r, d in zip(idx, out, got_draws):
                 results[i], draws[i] = r, d
         rows = []
