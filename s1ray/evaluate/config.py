@@ -60,21 +60,16 @@ class BudgetForcingConfig(StrictModel):
     max_extensions: int = 32  # safety bound on Waits when extending to a minimum budget
     max_answer_tokens: int = 256
     # Context tokens kept free for the answer: thinking stops this far (plus the end-of-thinking
-    # prefix) before the model's context is full. None: max_answer_tokens. The answer may still
-    # use up to max_answer_tokens when thinking leaves more room.
-    answer_reserve_tokens: int | None = None
+    # prefix) before the model's context is full. None: max_answer_tokens (never more than it).
+    # The answer may still use up to max_answer_tokens when thinking leaves more room.
+    answer_reserve_tokens: int | None = Field(None, ge=0)
 
     @property
     def answer_floor(self) -> int:
         """The answer tokens the thinking leaves room for (see ``answer_reserve_tokens``)."""
-        return self.max_answer_tokens if self.answer_reserve_tokens is None else self.answer_reserve_tokens
-
-    @model_validator(mode="after")
-    def _reserve(self) -> "BudgetForcingConfig":
-        if self.answer_reserve_tokens is not None and not 0 <= self.answer_reserve_tokens <= self.max_answer_tokens:
-            raise ValueError(f"budget_forcing.answer_reserve_tokens ({self.answer_reserve_tokens}) must be between 0 "
-                             f"and max_answer_tokens ({self.max_answer_tokens})")
-        return self
+        if self.answer_reserve_tokens is None:
+            return self.max_answer_tokens
+        return min(self.answer_reserve_tokens, self.max_answer_tokens)
 
 
 class RejectionConfig(StrictModel):
