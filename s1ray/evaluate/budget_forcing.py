@@ -10,6 +10,12 @@ the same result: each call continues all unfinished rows with their own remainin
 stops at an end-of-thinking string (matched as a token id when it is one special token).
 ``extend="suppress"`` instead masks the end of thinking until the minimum (``min_new_tokens``:
 vLLM's ``min_tokens``, a logits processor on HF).
+
+No round ever asks for more than the model's context holds (``generator.context_length``; None:
+no clamp): thinking may grow only up to ``context - prompt - answer reserve`` (the reserve: the
+longest end-of-thinking prefix plus ``answer_reserve_tokens``), and the answer gets at most what
+is left. A row that fills its context is cut there like a budget cut ("Final Answer:" and an
+answer follow) and says so in ``stop_reason="context"``; vLLM would refuse to continue it.
 """
 
 from __future__ import annotations
@@ -29,11 +35,15 @@ class ForcedResult:
     thinking_tokens: int  # tokens the model generated while thinking (appended Waits not counted)
     answer: str  # the answer phase's text (after the delimiter and "Final Answer:")
     answer_tokens: int
-    forced_stop: bool  # thinking was cut at the budget
+    forced_stop: bool  # thinking was cut: at the budget or at the model's context
     continuations: int  # times an end of thinking was suppressed ("Wait" appended)
     finish_reason: str  # of the answer phase: stop | length | error
     error: str | None = None
     thinking_ids: list[int] | None = None  # the thinking as token ids (token-id backends)
+    # Why thinking ended: "end" (the model ended it), "budget" (cut at the cap), "context" (cut
+    # because only the answer's reserve was left of the model's context), "error".
+    stop_reason: str = ""
+    gave_up: str | None = None  # rejection sampling kept an unfitting draw: max_samples | max_rounds | context
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -52,6 +62,38 @@ def _per_row(value: int | None | Sequence[int | None], n: int) -> list[int | Non
 
 def _uses_ids(generator: Any) -> bool:
     return bool(getattr(generator, "accepts_token_ids", False))
+
+
+def _context(generator: Any) -> int | None:
+    return getattr(generator, "context_length", None)
+
+
+def _lengths(generator: Any, prompts: list[Any]) -> list[int]:
+    """Tokens of each prompt: token-id prompts by length, text by the generator's tokenizer."""
+    return generator.prompt_lengths(prompts)
+
+
+def answer_reserve(generator: Any, bf: BudgetForcingConfig) -> int:
+    """Context tokens kept free after the thinking: the longest prefix that ends it (a forced
+    stop's "\n" + delimiter + "Final Answer:") and ``answer_reserve_tokens`` for the answer."""
+    longest = "\n" + bf.answer_start + (bf.final_answer or "")
+    n = len(generator.encode(longest)) if _uses_ids(generator) else generator.count_tokens([longest])[0]
+    return n + bf.answer_floor
+
+
+def thinking_room(generator: Any, bf: BudgetForcingConfig) -> int | None:
+    """The longest sequence (prompt + thinking, in tokens) a row may reach before it must answer;
+    None when the generator's context is unknown."""
+    context = _context(generator)
+    if context is None:
+        return None
+    reserve = answer_reserve(generator, bf)
+    if reserve >= context:
+        raise ValueError(f"budget_forcing.answer_reserve_tokens ({bf.answer_floor}"
+                         f"{'' if bf.answer_reserve_tokens is not None else ', default: max_answer_tokens'}) and the "
+                         f"end-of-thinking prefix ({reserve - bf.answer_floor} tokens) leave no room to think in the "
+                         f"model's context of {context} tokens; set budget_forcing.answer_reserve_tokens smaller")
+    return context - reserve
 
 
 def think_phase(generator: Any, prompts: list[str], bf: BudgetForcingConfig,
@@ -81,34 +123,53 @@ def think_phase(generator: Any, prompts: list[str], bf: BudgetForcingConfig,
         base, wait, thinking = [p + bf.think_start for p in prompts], bf.wait, [""] * n
     used = [0] * n
     waits = [0] * n
-    forced = [False] * n
+    reason = ["end"] * n
     errors: list[str | None] = [None] * n
+    room = thinking_room(generator, bf)
     active = list(range(n))
 
     while active:
         limits = [cap[i] - used[i] for i in active]
+        by_context = [False] * len(active)
+        if room is not None:  # never past the context, less the answer's reserve
+            left = [room - k for k in _lengths(generator, [base[i] + thinking[i] for i in active])]
+            by_context = [r < lim for r, lim in zip(left, limits)]
+            limits = [min(lim, r) for lim, r in zip(limits, left)]
+        full = [i for i, lim in zip(active, limits) if lim <= 0]  # a prompt that alone fills it
+        for i in full:
+            reason[i] = "context"
+        keep = [k for k, lim in enumerate(limits) if lim > 0]
+        active, limits, by_context = [active[k] for k in keep], [limits[k] for k in keep], [by_context[k] for k in keep]
+        if not active:
+            break
         kwargs: dict[str, Any] = {}
         if suppress:  # the end of thinking is masked until the minimum (vLLM's min_tokens)
             kwargs["min_new_tokens"] = [max(0, (min_tok[i] or 0) - used[i]) for i in active]
         gens = generator.generate([base[i] + thinking[i] for i in active], max_new_tokens=limits,
                                   stop=bf.end_of_thinking, **kwargs)
         still = []
-        for i, g in zip(active, gens):
+        for i, g, ctx_cut in zip(active, gens, by_context):
             thinking[i] += g.token_ids if ids else g.text
             used[i] += g.n_tokens
             if g.finish_reason == "error":
-                errors[i] = g.error
+                errors[i], reason[i] = g.error, "error"
                 continue
             if used[i] >= cap[i]:
-                forced[i] = g.finish_reason == "length"
+                reason[i] = "budget" if g.finish_reason == "length" else "end"
                 continue
-            if g.finish_reason == "length":  # cannot happen below the cap; kept for safety
-                still.append(i)
+            if g.finish_reason == "length":
+                if ctx_cut or g.n_tokens == 0:  # the context is full (0 tokens: a backend at its own limit)
+                    reason[i] = "context"
+                else:  # cannot happen below the cap and the context; kept for safety
+                    still.append(i)
                 continue
             # The model tried to end its thinking.
             want_more = waits[i] < (waits_allowed[i] or 0)
             below_min = min_tok[i] is not None and used[i] < min_tok[i] and waits[i] < bf.max_extensions
             if want_more or below_min:
+                if room is not None and _lengths(generator, [base[i] + thinking[i] + wait])[0] >= room:
+                    reason[i] = "context"  # no room to think on after a "Wait": cut here instead
+                    continue
                 thinking[i] += wait
                 waits[i] += 1
                 still.append(i)
@@ -116,8 +177,9 @@ def think_phase(generator: Any, prompts: list[str], bf: BudgetForcingConfig,
 
     text = [generator.tokenizer.decode(t, skip_special_tokens=False) for t in thinking] if ids else thinking
     return [ForcedResult(prompt=prompts[i], generation="", thinking=text[i], thinking_tokens=used[i],
-                         answer="", answer_tokens=0, forced_stop=forced[i], continuations=waits[i],
-                         finish_reason="", error=errors[i], thinking_ids=thinking[i] if ids else None)
+                         answer="", answer_tokens=0, forced_stop=reason[i] in ("budget", "context"),
+                         continuations=waits[i], finish_reason="", error=errors[i],
+                         thinking_ids=thinking[i] if ids else None, stop_reason=reason[i])
             for i in range(n)]
 
 
@@ -139,7 +201,15 @@ def answer_phase(generator: Any, results: list[ForcedResult], bf: BudgetForcingC
                               for r, p in zip(results, prefixes)]
     else:
         prompts = [r.prompt + bf.think_start + r.thinking + p for r, p in zip(results, prefixes)]
-    answers = generator.generate(prompts, max_new_tokens=bf.max_answer_tokens, stop=bf.answer_stop)
+    limits: int | list[int] = bf.max_answer_tokens
+    context = _context(generator)
+    if context is not None:  # what the context has left; thinking kept the reserve free for it
+        limits = [max(0, min(bf.max_answer_tokens, context - k)) for k in _lengths(generator, prompts)]
+        for r, lim in zip(results, limits):
+            if lim == 0:
+                r.error = r.error or (f"the prompt and thinking fill the model's context of {context} tokens: "
+                                      "no room for an answer")
+    answers = generator.generate(prompts, max_new_tokens=limits, stop=bf.answer_stop)
     for r, p, a in zip(results, prefixes, answers):
         r.generation = bf.think_start + r.thinking + p + a.text
         r.answer, r.answer_tokens, r.finish_reason = a.text, a.n_tokens, a.finish_reason
@@ -172,31 +242,49 @@ def sampling(generator: Any, temperature: float) -> Iterator[None]:
 
 
 def rejection_sample(generator: Any, prompts: list[str], bf: BudgetForcingConfig, budgets: Sequence[int],
-                     max_samples: int | None, temperature: float,
-                     hard_cap: Sequence[int]) -> tuple[list[ForcedResult], list[int]]:
-    """s1's rejection-sampling baseline: draw until the (uncapped) thinking fits the budget.
+                     max_samples: int | None, temperature: float, hard_cap: Sequence[int],
+                     max_rounds: int = 100) -> tuple[list[ForcedResult], list[int]]:
+    """s1's rejection-sampling baseline: draw until the thinking fits the budget.
 
-    ``max_samples=None`` is s1's rule: every row is drawn again until all fit, however many
-    rounds it takes (draws are cut at budget + 1 tokens, since a longer one is rejected anyway).
-    With a number, a row stops after that many draws and keeps its last (over-budget) draw,
-    generated up to ``hard_cap``. Returns the accepted sample per prompt and the draw counts.
+    A draw fits when the model ended its thinking itself within the budget (a draw cut by the
+    context does not fit, however short). ``max_samples=None`` is s1's rule: every row is drawn
+    again until all fit (draws are cut at budget + 1 tokens, since a longer one is rejected
+    anyway), for at most ``max_rounds`` rounds. With a number, a row stops after that many draws.
+    A row that never fits keeps its last draw (generated up to ``hard_cap``, or the context) and
+    says why in ``gave_up``: ``max_samples``, ``max_rounds``, or ``context`` (its prompt leaves no
+    room to think at all). Returns the sample per prompt and the draw counts.
     """
+    if max_rounds < 1:
+        raise ValueError(f"rejection.max_rounds must be at least 1, got {max_rounds}")
     n = len(prompts)
     if max_samples is None:
         hard_cap = [b + 1 for b in budgets]
     chosen: list[ForcedResult | None] = [None] * n
+    gave_up: list[str | None] = [None] * n
     draws = [0] * n
     todo = list(range(n))
+    rounds = 0
     with sampling(generator, temperature):
-        while todo and (max_samples is None or min(draws[i] for i in todo) < max_samples):
+        while todo and rounds < max_rounds:
             out = think_phase(generator, [prompts[i] for i in todo], bf, [hard_cap[i] for i in todo],
                               num_waits=0, min_thinking_tokens=0)
+            rounds += 1
             still = []
             for i, r in zip(todo, out):
                 draws[i] += 1
                 chosen[i] = r
-                if r.thinking_tokens > budgets[i] and r.error is None:
+                if r.error is not None or (r.stop_reason == "end" and r.thinking_tokens <= budgets[i]):
+                    continue  # accepted (an error is kept: drawing again would not fix it)
+                if r.stop_reason == "context" and r.thinking_tokens == 0:
+                    gave_up[i] = "context"
+                elif max_samples is not None and draws[i] >= max_samples:
+                    gave_up[i] = "max_samples"
+                else:
                     still.append(i)
             todo = still
+        for i in todo:
+            gave_up[i] = "max_rounds"
         results = answer_phase(generator, [c for c in chosen if c is not None], bf)
+    for r, why in zip(results, gave_up):
+        r.gave_up = why
     return results, draws

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from s1ray.config import RayConfig, StrictModel
 from s1ray.models.generation import GenerationConfig
@@ -59,6 +59,17 @@ class BudgetForcingConfig(StrictModel):
     extend: Literal["wait", "suppress"] = "wait"  # suppress: mask the end of thinking until the minimum
     max_extensions: int = 32  # safety bound on Waits when extending to a minimum budget
     max_answer_tokens: int = 256
+    # Context tokens kept free for the answer: thinking stops this far (plus the end-of-thinking
+    # prefix) before the model's context is full. None: max_answer_tokens (never more than it).
+    # The answer may still use up to max_answer_tokens when thinking leaves more room.
+    answer_reserve_tokens: int | None = Field(None, ge=0)
+
+    @property
+    def answer_floor(self) -> int:
+        """The answer tokens the thinking leaves room for (see ``answer_reserve_tokens``)."""
+        if self.answer_reserve_tokens is None:
+            return self.max_answer_tokens
+        return min(self.answer_reserve_tokens, self.max_answer_tokens)
 
 
 class RejectionConfig(StrictModel):
@@ -68,8 +79,11 @@ class RejectionConfig(StrictModel):
     the paper) at temperature 1; s1ray's default stops a row after 8 draws and keeps its last one.
     """
 
-    max_samples: int | None = 8  # None: until every row fits (s1)
+    max_samples: int | None = 8  # None: until every row fits (s1), at most max_rounds rounds
     temperature: float = 0.7  # s1: 1.0
+    # Rounds of drawing, whatever max_samples says: rows that still do not fit keep their last
+    # draw and count as given up ("max_rounds") in the summary.
+    max_rounds: int = Field(100, ge=1)
 
 
 class EvaluateConfig(StrictModel):
@@ -99,6 +113,21 @@ class EvaluateConfig(StrictModel):
         if not v or any(b <= 0 for b in v):
             raise ValueError("budgets must be a non-empty list of positive token counts")
         return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _room_to_think(self) -> "EvaluateConfig":
+        """A context known from the config must leave room to think after the answer's reserve
+        (the delimiter's few tokens are checked when the model's tokenizer is loaded)."""
+        g = self.generation
+        context = g.max_model_len if g.max_model_len is not None else g.engine_kwargs.get("max_model_len")
+        floor = self.budget_forcing.answer_floor
+        if context is not None and floor >= int(context):
+            which = "answer_reserve_tokens" if self.budget_forcing.answer_reserve_tokens is not None else \
+                "max_answer_tokens (answer_reserve_tokens unset)"
+            raise ValueError(f"budget_forcing.{which} = {floor} leaves no room to think in the model's context "
+                             f"of {context} tokens (generation max_model_len); set budget_forcing."
+                             "answer_reserve_tokens to what an answer needs")
+        return self
 
     @field_validator("benchmarks")
     @classmethod

@@ -88,7 +88,12 @@ def summarize(samples: list[dict[str, Any]], n_boot: int = 1000, seed: int = 0) 
                 "min_thinking_tokens": br[0].get("min_thinking_tokens"),
                 "within_budget": control_per_sample([s["thinking_tokens"] for s in br], [budget] * len(br),
                                                     [s.get("min_thinking_tokens") for s in br]),
+                # cut by the budget or by the model's context (the context ones also counted apart)
                 "forced_stops": sum(bool(s.get("forced_stop")) for s in br),
+                "context_stops": sum(s.get("stop_reason") == "context" for s in br),
+                # rejection sampling: rows that kept an unfitting draw, by reason
+                "gave_up": {why: sum(s.get("gave_up") == why for s in br)
+                            for why in sorted({s["gave_up"] for s in br if s.get("gave_up")})},
                 "continuations": sum(int(s.get("continuations") or 0) for s in br),
                 "draws": {"mean": float(np.mean([int(s.get("draws") or 1) for s in br])),
                           "max": int(max(int(s.get("draws") or 1) for s in br))},
@@ -111,14 +116,17 @@ def summarize(samples: list[dict[str, Any]], n_boot: int = 1000, seed: int = 0) 
 
 def markdown_table(summary: dict[str, Any]) -> str:
     """One row per benchmark, method and budget, then the s1 metrics per method."""
-    lines = ["| benchmark | method | budget | n | accuracy | 95% CI | avg thinking tokens | samples within budget |",
-             "|---|---|---:|---:|---:|---|---:|---:|"]
+    lines = ["| benchmark | method | budget | n | accuracy | 95% CI | avg thinking tokens | samples within budget "
+             "| forced stops (at context) | gave up |",
+             "|---|---|---:|---:|---:|---|---:|---:|---:|---|"]
     for bench, methods in summary.items():
         for method, m in methods.items():
             for b in m["budgets"]:
                 lo, hi = b["ci95"]
+                gave_up = ", ".join(f"{k}: {v}" for k, v in (b.get("gave_up") or {}).items()) or "-"
                 lines.append(f"| {bench} | {method} | {b['budget']} | {b['n']} | {b['accuracy']:.1%} | "
-                             f"[{lo:.1%}, {hi:.1%}] | {b['avg_thinking_tokens']:.1f} | {b['within_budget']:.0%} |")
+                             f"[{lo:.1%}, {hi:.1%}] | {b['avg_thinking_tokens']:.1f} | {b['within_budget']:.0%} | "
+                             f"{b.get('forced_stops', 0)} ({b.get('context_stops', 0)}) | {gave_up} |")
     lines += ["", "| benchmark | method | Control (runs) | Control (samples) | Scaling (pp / 1k tokens) | Performance |",
               "|---|---|---:|---:|---:|---:|"]
     for bench, methods in summary.items():

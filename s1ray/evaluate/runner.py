@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from s1ray.config import dump_config
+from s1ray.config import ConfigError, dump_config
 from s1ray.evaluate.benchmarks import format_question, load_benchmark
 from s1ray.evaluate.budget_forcing import ForcedResult, budget_force, rejection_sample
 from s1ray.evaluate.config import EvaluateConfig
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_COLUMNS = ("prompt", "generation", "thinking_tokens", "answer", "answer_tokens", "forced_stop",
                   "continuations", "finish_reason", "error", "extracted", "correct", "grade_reason", "draws",
-                  "min_thinking_tokens")
+                  "min_thinking_tokens", "stop_reason", "gave_up")
 
 
 def build_tasks(cfg: EvaluateConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -92,7 +92,7 @@ class EvaluateBatch:
                 got_draws = [1] * len(idx)
             else:
                 out, got_draws = rejection_sample(self.generator, prompts, bf, budgets, cfg.rejection.max_samples,
-                                                  cfg.rejection.temperature, uncapped)
+                                                  cfg.rejection.temperature, uncapped, cfg.rejection.max_rounds)
             for i, r, d in zip(idx, out, got_draws):
                 results[i], draws[i] = r, d
         rows = []
@@ -285,6 +285,22 @@ def write_outputs(cfg: EvaluateConfig, samples: list[dict[str, Any]], summary: d
     return {k: str(out / v) for k, v in paths.items()}
 
 
+def check_context(cfg: EvaluateConfig) -> None:
+    """Refuse, before any actor starts, an answer reserve that fills the model's whole context
+    (known from the config or the model's own config; the config validator sees only the former)."""
+    from s1ray.models.generation import configured_context
+
+    if cfg.generation.backend == "openai" and cfg.generation.max_model_len is None:
+        return  # an endpoint's context is known only from the config
+    context = configured_context(cfg.generation)
+    floor = cfg.budget_forcing.answer_floor
+    if context is not None and floor >= context:
+        raise ConfigError(f"budget_forcing.answer_reserve_tokens ({floor}"
+                          f"{'' if cfg.budget_forcing.answer_reserve_tokens is not None else ', default: max_answer_tokens'}"
+                          f") leaves no room to think in the context of {cfg.generation.model!r} ({context} tokens); "
+                          "set budget_forcing.answer_reserve_tokens to what an answer needs")
+
+
 def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """Evaluate a model on the configured benchmarks, budgets and methods."""
     from s1ray.cluster import init_ray
@@ -292,6 +308,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     from s1ray.io.outputs import output_lock
 
     t0 = time.time()
+    check_context(cfg)
     tasks, stats = build_tasks(cfg)
     log.info("evaluating %d tasks (%s)", len(tasks), ", ".join(f"{k}: {v['questions']} questions"
                                                                 for k, v in stats.items()))

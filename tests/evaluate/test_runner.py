@@ -59,3 +59,40 @@ def test_evaluate_cli_end_to_end(ray_local, tmp_path, capsys):
     assert "| tiny | budget_forcing | 2 | 3 |" in md and "Performance" in md
     png = (out / "scaling.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_evaluate_vllm_rows_that_fill_a_small_context_are_counted(ray_local, tmp_path, capsys):
+    """Issue 21: SmolLM2 on vLLM at max_model_len 256 with a 400-token budget and a Wait used to
+    exit 1 (VLLMValidationError: a row at the context was sent again). Now such rows are cut at
+    the context, answer, and are counted as context stops."""
+    bench = tmp_path / "math.jsonl"
+    bench.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"question": "Convert the point $(0,3)$ in rectangular coordinates to polar coordinates.  Enter your "
+                     "answer in the form $(r,\\theta),$ where $r > 0$ and $0 \\le \\theta < 2 \\pi.$",
+         "answer": "\\left( 3, \\frac{\\pi}{2} \\right)"},
+        {"question": "Define\n\\[p = \\sum_{k = 1}^\\infty \\frac{1}{k^2} \\quad \\text{and} \\quad q = "
+                     "\\sum_{k = 1}^\\infty \\frac{1}{k^3}.\\]Find a way to write\n\\[\\sum_{j = 1}^\\infty "
+                     "\\sum_{k = 1}^\\infty \\frac{1}{(j + k)^3}\\]in terms of $p$ and $q.$", "answer": "p - q"},
+    ]))
+    out = tmp_path / "out"
+    cfg = {
+        "generation": {"backend": "vllm", "model": "packaged:smollm2-135m-instruct", "dtype": "bfloat16",
+                       "batch_size": 2, "num_cpus": 1, "engine_kwargs": {"max_model_len": 256}},
+        "benchmarks": [{"name": "jsonl", "path": str(bench), "label": "math"}],
+        "budgets": [400],
+        "budget_forcing": {"num_waits": 1, "max_answer_tokens": 16},
+        "bootstrap_samples": 10, "progress": False, "output_dir": str(out),
+    }
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["evaluate", "--config", str(path)]) == 0
+    capsys.readouterr()
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    at_limit = [s for s in samples if s["stop_reason"] == "context"]
+    assert at_limit, [(s["stop_reason"], s["thinking_tokens"]) for s in samples]
+    for s in at_limit:
+        assert s["forced_stop"] and s["error"] is None and s["answer_tokens"] > 0
+        assert "Final Answer:" in s["generation"] and s["thinking_tokens"] < 256
+    point = json.loads((out / "summary.json").read_text())["metrics"]["math"]["budget_forcing"]["budgets"][0]
+    assert point["context_stops"] == len(at_limit) and point["forced_stops"] >= len(at_limit)
+    assert "(%d)" % len(at_limit) in (out / "summary.md").read_text()

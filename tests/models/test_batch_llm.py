@@ -137,6 +137,22 @@ def test_vllm_postprocess_finish_reason_from_tokens():
     assert set(skip) == set(real) and set(skip["sampling_params"]) == set(real["sampling_params"])  # same shape
 
 
+def test_vllm_requests_are_clamped_to_the_engine_context():
+    """A request never asks past max_model_len (else vLLM's own cut would read as "stop")."""
+    cfg = GenerationConfig(backend="vllm", model="packaged:smollm2-135m-instruct", engine_kwargs={"max_model_len": 40})
+    short, long = "Say hi.", "Count: " + " one" * 36
+
+    def build(batch):
+        return [bl.Request(p, 30) if p != "unsent" else None for p in batch["p"].to_pylist()]
+
+    packed = bl.pack_requests(pa.table({"p": [short, long, "unsent"]}), build, {}, cfg)
+    ids = packed[bl.PROMPT_IDS].to_pylist()
+    assert packed[bl.MAX_TOKENS].to_pylist() == [min(30, 40 - len(ids[0])), max(1, 40 - len(ids[1])), None]
+    assert len(ids[0]) + 30 <= 40 < len(ids[1]) + 30  # one row fits as asked, one is clamped
+    no_context = cfg.model_copy(update={"engine_kwargs": {}})
+    assert bl._context(no_context) == 8192  # the model config's max_position_embeddings
+
+
 def test_endpoint_reply_record_and_http_postprocess():
     from s1ray.models.endpoint import normalize as norm
 

@@ -135,3 +135,94 @@ def test_engine_kwargs_defaults_and_overrides():
     assert cpu["kv_cache_memory_bytes"] == 1 << 30 and cpu["enforce_eager"] and cpu["tensor_parallel_size"] == 1
     cpu = vllm_engine_kwargs(cfg.model_copy(update={"engine_kwargs": {"gpu_memory_utilization": 0.3}}), gpu=False)
     assert cpu["gpu_memory_utilization"] == 0.3 and "kv_cache_memory_bytes" not in cpu
+
+
+# --- the context limit, for real: vLLM refuses a prompt that reaches max_model_len --------------
+
+def padded_user(gen, bf, question: str, room: int, render=None) -> str:
+    """``question`` padded with words so its prompt (``render(user)``, default: the chat prompt)
+    leaves ``room`` tokens to think (before the answer's reserve) in the engine's context."""
+    from s1ray.evaluate.budget_forcing import thinking_room
+
+    render = render or gen.chat_prompt
+    target = thinking_room(gen, bf) - room
+    n = 0
+    for _ in range(20):
+        user = question + " one" * n
+        have = len(gen.encode(render(user) + bf.think_start))
+        if have == target:
+            return user
+        n += target - have
+    raise AssertionError(f"could not pad a prompt to {target} tokens")
+
+
+@pytest.fixture
+def request_log(vllm_gen):
+    """(prompt tokens, max tokens) of every row sent to the engine."""
+    sent: list[tuple[int, int]] = []
+    inner = vllm_gen.generate
+
+    def spy(prompts, max_new_tokens=None, *a, **k):
+        limits = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(prompts)
+        sent.extend((n, m) for n, m in zip(vllm_gen.prompt_lengths(prompts), limits) if m)
+        return inner(prompts, max_new_tokens, *a, **k)
+
+    vllm_gen.generate = spy
+    yield sent
+    del vllm_gen.generate
+    assert sent and max(p + m for p, m in sent) <= vllm_gen.llm.llm_engine.model_config.max_model_len == 1024
+
+
+def test_budget_forcing_with_waits_stops_at_the_context(vllm_gen, prompts, request_log):
+    """Rows whose thinking would pass the context are cut there (before: VLLMValidationError for
+    the whole batch); rows that fit come out exactly as without any clamp."""
+    from s1ray.evaluate.budget_forcing import thinking_room
+
+    bf = BudgetForcingConfig(max_answer_tokens=12)
+    long = [vllm_gen.chat_prompt(padded_user(vllm_gen, bf, QUESTIONS[0], room)) for room in (6, 0)]
+    out = budget_force(vllm_gen, prompts[:2] + long, bf, max_thinking_tokens=40, num_waits=2)
+    vllm_gen.context_length, context = None, vllm_gen.context_length
+    try:
+        free = budget_force(vllm_gen, prompts[:2], bf, max_thinking_tokens=40, num_waits=2)
+    finally:
+        vllm_gen.context_length = context
+    assert [r.to_dict() for r in out[:2]] == [r.to_dict() for r in free]
+    assert all(r.stop_reason != "context" for r in out[:2])
+    room = thinking_room(vllm_gen, bf)
+    for r, p in zip(out[2:], long):
+        assert r.stop_reason == "context" and r.forced_stop and r.error is None
+        assert len(vllm_gen.encode(p + bf.think_start)) + len(r.thinking_ids) <= room
+        assert "Final Answer:" in r.generation and r.answer_tokens > 0
+    assert out[3].thinking_tokens == 0  # no room at all: straight to the answer
+
+
+def test_token_conditional_and_rejection_sampling_stop_at_the_context(vllm_gen, request_log):
+    """Through the evaluation runner: caps of 16 x budget and s1's draw-until-it-fits rule at a
+    1024-token context; context stops and give-ups are counted in the summary."""
+    from s1ray.evaluate.config import EvaluateConfig
+    from s1ray.evaluate.metrics import summarize
+    from s1ray.evaluate.runner import EvaluateBatch
+
+    cfg = EvaluateConfig(generation=vllm_gen.cfg, benchmarks=[{"name": "jsonl", "path": "unused.jsonl"}],
+                         budgets=[8], methods=["token_conditional", "rejection_sampling"], uncapped_factor=16.0,
+                         budget_forcing={"max_answer_tokens": 8},
+                         rejection={"max_samples": None, "max_rounds": 2, "temperature": 1.0})
+    ev = EvaluateBatch(cfg, generator=vllm_gen)
+    # SmolLM2 ends its thinking at once after a long padded prompt, so the rows at the limit get
+    # no room at all (the budget-forcing test above cuts a row mid-thought, its Waits keep it going).
+    with_budget = lambda user: ev.prompt({"method": "token_conditional", "budget": 8, "user": user})  # noqa: E731
+    users = {("token_conditional", "fits"): QUESTIONS[4],
+             ("token_conditional", "long"): padded_user(vllm_gen, cfg.budget_forcing, QUESTIONS[0], 0, with_budget),
+             ("rejection_sampling", "long"): padded_user(vllm_gen, cfg.budget_forcing, QUESTIONS[0], 0)}
+    tasks = [{"id": f"{m}-{k}", "benchmark": "b", "method": m, "budget": 8, "user": u, "answer_ref": "5",
+              "kind": "math", "choices": ""} for (m, k), u in users.items()]
+    rows = {r["id"]: r for r in ev.run(tasks)}
+    long_tc = rows["token_conditional-long"]
+    # 16 x 8 = 128 tokens allowed: the context (no room) cut it first; the answer still runs.
+    assert long_tc["stop_reason"] == "context" and long_tc["thinking_tokens"] == 0 and long_tc["answer_tokens"] > 0
+    assert long_tc["forced_stop"] and "Final Answer:" in long_tc["generation"]
+    assert rows["token_conditional-fits"]["stop_reason"] in ("end", "budget")
+    assert rows["rejection_sampling-long"]["gave_up"] == "context" and rows["rejection_sampling-long"]["draws"] == 1
+    summary = summarize(list(rows.values()), n_boot=10)["b"]
+    assert summary["token_conditional"]["budgets"][0]["context_stops"] >= 1
+    assert summary["rejection_sampling"]["budgets"][0]["gave_up"] == {"context": 1}
