@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from s1ray.sweep.config import SweepConfig
-from tests.sweep.test_driver import scored_pool
+from test_driver import scored_pool  # tests/sweep is on sys.path (pytest rootdir conftest, prepend mode)
 
 pytestmark = pytest.mark.slow
 
