@@ -431,3 +431,52 @@ def format_sweep_plan(p: SweepPlan) -> str:
 def with_assumptions(base: GenerationAssumptions = GenerationAssumptions(), **changes: Any) -> GenerationAssumptions:
     """``base`` with the given fields changed (None values ignored)."""
     return replace(base, **{k: v for k, v in changes.items() if v is not None})
+
+
+# --------------------------------------------------------------------------------------------
+# s1ray plan --config SWEEP
+# --------------------------------------------------------------------------------------------
+
+def is_sweep_config(path: str) -> bool:
+    """A sweep config has a search ``space`` (what ``s1ray plan`` dispatches on)."""
+    from s1ray.config import load_yaml
+
+    data = load_yaml(path) or {}
+    return isinstance(data, dict) and "space" in data
+
+
+def add_sweep_arguments(p: Any) -> None:
+    """The options ``s1ray plan`` takes for sweep configs only."""
+    g = p.add_argument_group("sweep configs")
+    g.add_argument("--pool-rows", type=int, help="rows of the scored pool's 'full' subset (default: read from the pool)")
+    g.add_argument("--cluster-gpus", type=int, help="GPUs of the cluster, for trials side by side "
+                                                    "(default: max_concurrent_trials)")
+    a = GenerationAssumptions()
+    g.add_argument("--thinking-fill", type=float, help=f"share of the thinking budget a row uses ({a.thinking_fill})")
+    g.add_argument("--answer-tokens", type=int, help=f"mean answer tokens of a row that ends by itself ({a.answer_tokens})")
+    g.add_argument("--runaway-rate", type=float, help=f"share of rows whose answer runs to max_answer_tokens "
+                                                      f"({a.runaway_rate})")
+    g.add_argument("--hf-slowdown", type=float, help=f"HF generate vs vLLM per decode step at the same batch "
+                                                     f"({a.hf_slowdown}, measured on CPU)")
+
+
+def sweep_plan_command(args: Any, config_path: str) -> int:
+    """``s1ray plan`` on a sweep config: the table, or ``--json``."""
+    import json
+    import sys
+
+    from s1ray.config import ConfigError, load_config
+    from s1ray.sweep.config import SweepConfig
+
+    try:
+        cfg = load_config(SweepConfig, config_path, args.overrides)
+        a = with_assumptions(thinking_fill=args.thinking_fill, answer_tokens=args.answer_tokens,
+                             runaway_rate=args.runaway_rate, hf_slowdown=args.hf_slowdown)
+        p = plan_sweep(cfg, args.gpu, pool_rows=args.pool_rows, mean_tokens=args.mean_tokens,
+                       cluster_gpus=args.cluster_gpus, assumptions=a)
+    except (ConfigError, PlanError) as e:
+        print(f"s1ray plan: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"config": config_path, "section": "sweep", **p.as_dict()}, indent=2, default=str) if args.json
+          else format_sweep_plan(p))
+    return 0
