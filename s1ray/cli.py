@@ -73,6 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--verbose", "-v", action="store_true", help="show Ray's own INFO output and progress dumps")
         p.add_argument("overrides", nargs="*", metavar="key=value",
                        help=f"dotted overrides, e.g. {EXAMPLES.get(name, ('', 'key=value'))[1].split()[0]}")
+        if name in ("train", "pipeline"):
+            p.add_argument("--force", action="store_true",
+                           help="train even when the memory plan (s1ray plan) predicts an out-of-memory error")
+    plan = sub.add_parser("plan", help="per-GPU memory, step time, MFU, wall time and GPU-hours of a training config",
+                          description="Predict a training run's per-device memory (by component and phase), step "
+                                      "time, MFU, wall time and GPU-hours; when it does not fit, the settings that do.",
+                          epilog="example:\n  s1ray plan --config train_s1_qwen32b block_size=20000\n"
+                                 "  s1ray plan --config train_s1_qwen32b --gpu h200 --gpus 8 --json",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    from s1ray.plan.command import add_arguments
+
+    add_arguments(plan)
     cfg = sub.add_parser("configs", help="list or copy the example configs shipped with s1ray",
                          description="The example configs installed with s1ray (package data).")
     cfg_sub = cfg.add_subparsers(dest="action", required=True)
@@ -122,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "configs":
         return configs_command(args)
+    if args.command == "plan":
+        from s1ray.plan.command import plan_command
+
+        return plan_command(args, resolve_config_path(args.config))
     config_ref, run_ref, _ = COMMANDS[args.command]
     try:
         cfg = load_config(_import(config_ref), resolve_config_path(args.config), args.overrides)
@@ -147,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     from s1ray.io.readers import SourceError
 
     try:
-        summary = run(cfg)
+        summary = run(cfg, force=True) if getattr(args, "force", False) else run(cfg)
     except (ConfigError, SelectionError, SourceError) as e:  # input the run cannot use: one message, no traceback
         print(f"s1ray {args.command}: {e}", file=sys.stderr)
         return 1

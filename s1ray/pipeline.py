@@ -100,11 +100,17 @@ def _banner(stage: str) -> None:
     print(f"\n{'=' * 20} s1ray pipeline: {stage} {'=' * 20}", flush=True)
 
 
-def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
-    """Run the configured stages in order; returns every stage's summary and the report paths."""
+def run_pipeline(cfg: PipelineConfig, force: bool = False) -> dict[str, Any]:
+    """Run the configured stages in order; returns every stage's summary and the report paths.
+
+    A train stage the memory plan predicts will not fit is refused before curation starts (``force``: run anyway).
+    """
     from s1ray.cluster import init_ray
+    from s1ray.plan.check import check_train
     from s1ray.report import write_pipeline_report
 
+    if "train" in cfg.stages:
+        check_train(cfg.train, force)
     t0 = time.perf_counter()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -127,7 +133,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         _banner(stage)
         module, fn = runners[stage]
         t = time.perf_counter()
-        results[stage] = getattr(importlib.import_module(module), fn)(getattr(cfg, stage))
+        run = getattr(importlib.import_module(module), fn)
+        # the train stage was checked above (the check runs before hours of curation, not after)
+        results[stage] = run(cfg.train, force=True) if stage == "train" else run(getattr(cfg, stage))
         results["seconds"][stage] = round(time.perf_counter() - t, 1)
         (out / "pipeline_summary.json").write_text(json.dumps(results, indent=2, default=str))
     results["seconds"]["total"] = round(time.perf_counter() - t0, 1)

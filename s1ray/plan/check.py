@@ -15,6 +15,7 @@ def check_train(cfg: Any, force: bool = False) -> Any:
     """Plan ``cfg`` on its hardware; raise a ConfigError with the table and the settings that fit when the
     plan predicts an out-of-memory error, unless ``force``. Returns the plan (None when not checked).
 
+    GPU runs are planned for the GPU type a connected Ray cluster advertises, else H100 80GB.
     CPU runs are checked against this machine's RAM only when Ray runs here (no ``ray.address``):
     a remote CPU cluster's workers have their own.
     """

@@ -79,14 +79,15 @@ class TrainPlan:
             "wall_seconds": None if t.wall_s is None else round(t.wall_s, 1),
             "device_hours": None if t.device_hours is None else round(t.device_hours, 2),
             "n_examples": self.n_examples, "row_tokens": self.row_tokens,
-            "assumptions": assumptions(self.hardware),
+            "assumptions": assumptions(self.hardware, self.setup.dtype),
             "suggestions": [{"overrides": s.overrides, "peak_gib": gib(s.peak_bytes), "fits": s.fits, "note": s.note}
                             for s in self.suggestions],
         }
 
 
-def assumptions(hw: Hardware) -> dict[str, Any]:
-    return {"hfu": ASSUMED_HFU if hw.kind == "gpu" else CPU_HFU, "peak_bf16_tflops": hw.peak_flops_bf16 / 1e12,
+def assumptions(hw: Hardware, dtype: str = "bfloat16") -> dict[str, Any]:
+    peak = hw.peak_flops_bf16 if dtype == "bfloat16" else hw.peak_flops_fp32
+    return {"hfu": ASSUMED_HFU if hw.kind == "gpu" else CPU_HFU, "dtype": dtype, "peak_tflops": peak / 1e12,
             "comm_gbps_per_device": hw.comm_bw() / 1e9, "storage_gbps": hw.storage_bw / 1e9,
             "allocator_reserve": 0.05 if hw.kind == "gpu" else 0.0, "context_gib": hw.context_bytes / GiB}
 

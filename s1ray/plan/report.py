@@ -34,8 +34,8 @@ def format_plan(p: TrainPlan) -> str:
         lines.append(f"  {name:<42}{_gib(b + m.reserve)}{'   <- peak' if name == m.peak_phase else ''}")
     verdict = "fits" if p.fits else "DOES NOT FIT"
     lines.append(f"  {'peak / capacity':<42}{_gib(p.peak)} / {p.capacity / GiB:.2f} GiB: {verdict}")
-    a = assumptions(hw)
-    lines += ["", f"Time (HFU {a['hfu']:.2f} of {a['peak_bf16_tflops']:.0f} TFLOP/s bf16 peak, "
+    a = assumptions(hw, s.dtype)
+    lines += ["", f"Time (HFU {a['hfu']:.2f} of {a['peak_tflops'] * 1e3:,.0f} GFLOP/s {s.dtype} peak, "
                   f"{a['comm_gbps_per_device']:.1f} GB/s per device for ZeRO collectives, "
                   f"checkpoints at {a['storage_gbps']:.1f} GB/s; rows of {p.row_tokens:,.0f} tokens):",
               f"  step {t.step_s:.2f} s (compute {t.compute_s:.2f} s, ZeRO communication {t.comm_s:.2f} s), "

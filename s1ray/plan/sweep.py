@@ -438,10 +438,14 @@ def with_assumptions(base: GenerationAssumptions = GenerationAssumptions(), **ch
 # --------------------------------------------------------------------------------------------
 
 def is_sweep_config(path: str) -> bool:
-    """A sweep config has a search ``space`` (what ``s1ray plan`` dispatches on)."""
-    from s1ray.config import load_yaml
+    """A sweep config has a search ``space`` (what ``s1ray plan`` dispatches on); an unreadable file is
+    not one (the train planner then reports why it cannot read it)."""
+    from s1ray.config import ConfigError, load_yaml
 
-    data = load_yaml(path) or {}
+    try:
+        data = load_yaml(path) or {}
+    except (ConfigError, OSError, ValueError):
+        return False
     return isinstance(data, dict) and "space" in data
 
 

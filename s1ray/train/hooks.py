@@ -35,6 +35,9 @@ class StepRecord:
 class TrainHooks:
     """Called by every rank at fixed points of :class:`s1ray.train.loop.SFTRecipe`; all no-ops here."""
 
+    def before_model(self) -> None:
+        """Every rank, after the data is read and before the model is built."""
+
     def on_setup(self, rank: int, world: int) -> None:
         """After the engine is built, before the first step."""
 
@@ -112,6 +115,57 @@ class StepTrace(TrainHooks):
         if self._file:
             self._file.close()
             self._file = None
+
+
+def _status_bytes(field_name: str) -> int:
+    """A ``VmRSS``/``VmHWM`` line of /proc/self/status, in bytes (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field_name}")
+
+
+@dataclass
+class PeakMemory(TrainHooks):
+    """Peak resident memory of each rank while it trains, over its resident memory before the model is built.
+
+    Before the model: glibc is told to serve every allocation over 64 KiB from its own mapping
+    (``M_MMAP_THRESHOLD``), so freed tensors leave the resident set instead of lingering in the
+    heap, and the peak (VmHWM) is reset. After the engine is built the peak is reset again, so
+    the construction's transients (the fp32 model before DeepSpeed converts and partitions it)
+    do not count. After step ``step``: ``peak_bytes = VmHWM - RSS before the model``, written to
+    ``<out_dir>/rank<r>.json`` (Linux only).
+    """
+
+    out_dir: str
+    step: int = 2
+    _rss0: int = field(default=0, init=False, repr=False)
+    _rank: int = field(default=0, init=False, repr=False)
+
+    @staticmethod
+    def _reset_peak() -> None:
+        Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak resident set size
+
+    def before_model(self) -> None:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
+        libc.malloc_trim(0)
+        gc.collect()
+        self._rss0 = _status_bytes("VmRSS")
+
+    def on_setup(self, rank: int, world: int) -> None:
+        self._rank = rank
+        self._reset_peak()
+
+    def on_step_end(self, rec: StepRecord) -> None:
+        if rec.step != self.step:
+            return
+        Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+        out = {"rank": self._rank, "rss_before_model": self._rss0, "hwm": _status_bytes("VmHWM"),
+               "peak_bytes": _status_bytes("VmHWM") - self._rss0}
+        (Path(self.out_dir) / f"rank{self._rank}.json").write_text(json.dumps(out))
 
 
 @dataclass

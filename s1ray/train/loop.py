@@ -174,6 +174,8 @@ class SFTRecipe:
             if model_only:  # weights and position only: the optimizer's moments start again from zero
                 self.start_step = self._client_state(json.loads((folder / RESUME_FILE).read_text()), checkpoint)
             source = str(folder / MODEL_DIR) if model_only else None
+            for h in self.hooks:
+                h.before_model()
             model, _hf_ds_config = _load_model(cfg, ds_config, self.dtype, self.lc.data.vocab_size, source)
             groups = param_groups(model, cfg.weight_decay)
             optimizer = None if uses_deepspeed_optimizer(cfg) else torch_adamw(groups, cfg)

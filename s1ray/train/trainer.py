@@ -145,8 +145,18 @@ def _dataset(rows):
     return ray.data.from_arrow(rows)
 
 
-def run_train(cfg: TrainConfig, evaluation: Any = None, hooks: Sequence[TrainHooks] = ()) -> dict[str, Any]:
-    """Fit, copy the exported model to output_dir, return where it is and the final metrics."""
+def run_train(cfg: TrainConfig, evaluation: Any = None, hooks: Sequence[TrainHooks] = (),
+              force: bool = False) -> dict[str, Any]:
+    """Fit, copy the exported model to output_dir, return where it is and the final metrics.
+
+    Refuses first (ConfigError) a run the memory plan predicts will not fit (``s1ray plan``), unless ``force``.
+    """
+    from s1ray.cluster import init_ray
+    from s1ray.plan.check import check_train
+
+    if cfg.use_gpu:
+        init_ray(cfg.ray)  # the cluster may say which GPUs its workers have (accelerator_type)
+    check_train(cfg, force)
     trainer = build_trainer(cfg, evaluation=evaluation, hooks=hooks)
     result = trainer.fit()
     if result.error:

@@ -147,28 +147,20 @@ def test_the_paper_sweep_config_uses_what_its_plan_recommends():
     assert p.device_hours("exported")["total"] < p.device_hours("in_training")["total"]
 
 
-def test_sweep_plan_command_prints_the_table_and_json(capsys):
-    import argparse
-
+def test_s1ray_plan_on_a_sweep_config_prints_the_sweep_table_and_json(capsys):
+    from s1ray import cli
     from s1ray.configs import find_config
-    from s1ray.plan.sweep import add_sweep_arguments, is_sweep_config, sweep_plan_command
+    from s1ray.plan.sweep import is_sweep_config
 
-    path = str(find_config("sweep_s1_cluster"))
-    assert is_sweep_config(path) and not is_sweep_config(str(find_config("train_s1_qwen32b")))
-    parser = argparse.ArgumentParser()  # what `s1ray plan` parses before it hands a sweep config over
-    parser.add_argument("--gpu")
-    parser.add_argument("--mean-tokens", type=float)
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("overrides", nargs="*")
-    add_sweep_arguments(parser)
-    args = parser.parse_args(["--pool-rows", "59029", "--mean-tokens", "8000", "--runaway-rate", "0",
-                              "space.seeds=[0]"])
-    assert sweep_plan_command(args, path) == 0
+    assert is_sweep_config(str(find_config("sweep_s1_cluster")))
+    assert not is_sweep_config(str(find_config("train_s1_qwen32b"))) and not is_sweep_config("/nonexistent.yaml")
+    argv = ["plan", "--config", "sweep_s1_cluster", "--pool-rows", "59029", "--mean-tokens", "8000"]
+    assert cli.main([*argv, "--runaway-rate", "0", "space.seeds=[0]"]) == 0
     out = capsys.readouterr().out
     assert "26 trials" in out and "recommended evaluate.mode: exported" in out and "0% run to max_answer_tokens" in out
-    assert sweep_plan_command(parser.parse_args(["--json", "--pool-rows", "59029", "--gpu", "h200"]), path) == 0
+    assert cli.main([*argv, "--json", "--gpu", "h200"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["hardware"] == "h200" and data["trials"] == 78 and data["section"] == "sweep"
     assert set(data["device_hours"]["exported"]) == {"training", "evaluation", "total"}
-    assert sweep_plan_command(parser.parse_args([]), path) == 2  # the full pool's rows are unknown here
+    assert cli.main(["plan", "--config", "sweep_s1_cluster"]) == 2  # the full pool's rows are unknown here
     assert "--pool-rows" in capsys.readouterr().err
