@@ -421,7 +421,7 @@ def format_sweep_plan(p: SweepPlan) -> str:
                      f"{d['total']:9.1f}  wall {_h(p.wall_s(mode))}{mark}")
     lines += ["", f"Assumptions: mean example {p.mean_tokens:,.0f} tokens; thinking uses {a.thinking_fill:.0%} of the "
               f"budget, answers {a.answer_tokens:,} tokens, {a.runaway_rate:.0%} run to max_answer_tokens; decode at "
-              f"{a.decode_efficiency:.0%} of {BANDWIDTH[hw.name if hw.kind == 'gpu' else 'cpu'] / 1e12:.2f} TB/s; "
+              f"{a.decode_efficiency:.0%} of {BANDWIDTH[hw.name if hw.kind == 'gpu' else 'cpu'] / 1e9:,.0f} GB/s; "
               f"HF {a.hf_slowdown:g}x slower per step than vLLM (measured on CPU); engine start "
               f"{ENGINE_START_S[hw.kind]:.0f} s, Train start-up {TRAIN_STARTUP_S[hw.kind]:.0f} s"]
     lines += [f"Note: {n}" for n in p.notes]

@@ -12,6 +12,10 @@ DeepSpeed) is most of a small trial's overhead. The run evaluates the model on i
 workers after each of ``stages`` equal parts of training and reports ``score`` and
 ``stage``; ASHA stops weak trials on those reports. A retried or restored trial resumes its
 Train run by name from the run's last checkpoint, and a finished trial is never redone.
+
+With ``evaluate.mode: exported`` the Train run skips its final evaluation and exports the
+weights instead; once it has released its workers the trial evaluates them with the vllm
+backend (``evaluate_exported``) and reports that score as the last stage's.
 """
 
 from __future__ import annotations
