@@ -34,7 +34,9 @@ class InTrainingEval:
     """``evaluations`` evenly spaced over the run's optimizer steps, the last one at its end.
 
     Non-final evaluations read at most ``limit_before_last`` questions per benchmark (cheap
-    early-stopping signals); the final one reads what the benchmark config says.
+    early-stopping signals); the final one reads what the benchmark config says. With
+    ``final_here=False`` the final one runs elsewhere (a sweep's trial evaluates its exported
+    weights with vLLM): only the ``evaluations - 1`` before it run on the training workers.
     """
 
     cfg: EvaluateConfig
@@ -42,23 +44,26 @@ class InTrainingEval:
     limit_before_last: int | None = None
     metric: str = "accuracy"  # see s1ray.evaluate.metrics.score_from_summary
     output_dir: str = "eval"
+    final_here: bool = True
 
     def __post_init__(self) -> None:
-        if self.evaluations < 1:
-            raise ValueError(f"evaluations must be >= 1, got {self.evaluations}")
+        if self.evaluations < (1 if self.final_here else 2):
+            raise ValueError(f"evaluations must be >= {1 if self.final_here else 2} (final_here={self.final_here}), "
+                             f"got {self.evaluations}")
         if self.cfg.generation.backend != "hf":
             raise ValueError("in-training evaluation runs the model being trained (the hf backend); got "
                              f"generation.backend={self.cfg.generation.backend!r}")
 
     def steps(self, total_steps: int) -> list[int]:
-        """The optimizer steps after which to evaluate (distinct, the last = total_steps)."""
-        return sorted({max(1, round(total_steps * k / self.evaluations)) for k in range(1, self.evaluations + 1)})
+        """The optimizer steps after which to evaluate (distinct, the last = total_steps unless not ``final_here``)."""
+        steps = sorted({max(1, round(total_steps * k / self.evaluations)) for k in range(1, self.evaluations + 1)})
+        return steps if self.final_here else [s for s in steps if s < total_steps]
 
     def stage_of(self, step: int, total_steps: int) -> int:
         """The stage an evaluation at ``step`` reports: its place among the evaluations, the final
         one always ``evaluations`` (a run with fewer steps than evaluations still ends complete)."""
         steps = self.steps(total_steps)
-        return self.evaluations if step == steps[-1] else steps.index(step) + 1
+        return self.evaluations if self.final_here and step == steps[-1] else steps.index(step) + 1
 
     def config_for(self, step: int, final: bool) -> EvaluateConfig:
         raw = self.cfg.model_dump()
@@ -80,7 +85,7 @@ class InTrainingEval:
 
         t0 = time.perf_counter()
         steps = self.steps(total_steps)
-        final = step == steps[-1]
+        final = self.final_here and step == steps[-1]
         cfg = self.config_for(step, final)
         tasks, stats = build_tasks(cfg)
         mine = tasks[rank::world]  # build_tasks sorts by (method, budget): shards stay batch-friendly

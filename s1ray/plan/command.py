@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss-impl", choices=["full", "chunked", "liger"], help="plan with this loss implementation")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. block_size=20000")
+    from s1ray.plan.sweep import add_sweep_arguments
+
+    add_sweep_arguments(p)  # options for sweep configs (s1ray.plan.sweep)
 
 
 def train_section(path: str, overrides: list[str]) -> tuple[Any, str]:
@@ -52,7 +55,10 @@ def plan_command(args: argparse.Namespace, config_path: str) -> int:
     from s1ray.plan.planner import hardware_for, plan_train
     from s1ray.plan.report import format_plan
     from s1ray.plan.shapes import PlanError
+    from s1ray.plan.sweep import is_sweep_config, sweep_plan_command
 
+    if is_sweep_config(config_path):  # the whole sweep: every trial's training and evaluation
+        return sweep_plan_command(args, config_path)
     try:
         cfg, kind = train_section(config_path, args.overrides)
         hw = hardware_for(cfg, args.gpu, args.gpus, args.gpus_per_node)

@@ -63,6 +63,27 @@ class ASHASection(StrictModel):
     reduction_factor: float = Field(2.0, gt=1)
 
 
+EvalMode = Literal["in_training", "exported"]
+
+
+class SweepEvaluateConfig(EvaluateConfig):
+    """An ``s1ray evaluate`` config plus where a trial runs its final evaluation (``mode``).
+
+    ``in_training``: HF ``generate`` on the Train workers with the weights in memory, no export
+    (cheapest for small models and short generations). ``exported``: the trial writes its final
+    weights to ``trials/<id>/model`` and evaluates them with ``generation`` (the vllm backend) on
+    an actor pool that takes the resources its Train workers released, then deletes them unless
+    ``keep_models``. Worth it where HF generation is much slower than vLLM (long generations at
+    scale: ``s1ray plan`` says by how much). Intermediate stage evaluations (ASHA) stay in training.
+    """
+
+    mode: EvalMode = "in_training"
+
+    def plain(self) -> EvaluateConfig:
+        """The ``s1ray evaluate`` config itself (without ``mode``)."""
+        return EvaluateConfig.model_validate(self.model_dump(exclude={"mode"}))
+
+
 class AnalysisSection(StrictModel):
     epsilon: float = Field(0.02, ge=0)
     epsilon_mode: Literal["absolute", "relative"] = "absolute"
@@ -82,17 +103,20 @@ class SweepConfig(StrictModel):
     # reported, so ASHA can stop weak trials early.
     stages: int = Field(1, ge=1)
     intermediate_limit: int | None = Field(None, ge=1)  # questions per benchmark in non-final evaluations
+    # HF rows per batch of the intermediate (in-training) evaluations in evaluate.mode "exported",
+    # whose generation.batch_size is the vLLM engine's; default: generation.batch_size
+    intermediate_batch_size: int | None = Field(None, ge=1)
     asha: ASHASection = Field(default_factory=ASHASection)
     metric: str = "accuracy"  # what to optimise (see s1ray.evaluate.metrics.score_from_summary)
     metric_mode: Literal["max", "min"] = "max"
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
     train: TrainConfig
-    evaluate: EvaluateConfig
+    evaluate: SweepEvaluateConfig
     storage_path: str = "outputs/sweeps"  # the sweep lives in <storage_path>/<name>
     resume: bool = True  # an existing sweep of the same name is restored (finished trials kept)
     max_failures: int = Field(1, ge=0)  # retries per trial (Tune FailureConfig)
     max_concurrent_trials: int | None = Field(None, ge=1)  # None: as many as the cluster's CPUs fit
-    keep_models: bool = False  # export each trial's final model to trials/<id>/model (~0.5 GB per 135M model)
+    keep_models: bool = False  # keep each trial's final model in trials/<id>/model (~0.5 GB per 135M model)
     keep_train_checkpoints: bool = False  # keep each trial's Ray Train run folder (checkpoints, TensorBoard)
     forbid_scoring_modules: bool = True  # trials refuse to import the curation model stages
     ray: RayConfig = Field(default_factory=RayConfig)
@@ -119,15 +143,43 @@ class SweepConfig(StrictModel):
     def _trial_can_run(self) -> "SweepConfig":
         from s1ray.evaluate.in_training import require_full_weights
 
-        require_full_weights(self.train.deepspeed.zero_stage)  # trials evaluate on their Train workers
-        if self.evaluate.generation.backend != "hf":
-            raise ValueError("sweep trials evaluate the model being trained with the hf backend; got "
-                             f"evaluate.generation.backend={self.evaluate.generation.backend!r}")
+        backend = self.evaluate.generation.backend
+        if self.evaluate.mode == "in_training":
+            require_full_weights(self.train.deepspeed.zero_stage)  # trials evaluate on their Train workers
+            if backend != "hf":
+                raise ValueError("sweep trials with evaluate.mode in_training evaluate the model being trained with "
+                                 f"the hf backend; got evaluate.generation.backend={backend!r} (set evaluate.mode: "
+                                 "exported to evaluate the exported weights with vllm)")
+        else:
+            if self.stages > 1:
+                require_full_weights(self.train.deepspeed.zero_stage)  # intermediate evaluations stay in training
+            if backend not in ("vllm", "hf"):
+                raise ValueError(f"evaluate.mode exported runs the exported weights on the vllm (or hf) backend; got "
+                                 f"evaluate.generation.backend={backend!r}")
+            self._evaluation_fits_the_trial()
         if self.asha.enabled and self.stages < 2:
             raise ValueError("asha.enabled needs stages >= 2 (an intermediate evaluation to stop on)")
         if self.asha.enabled and self.asha.grace_period >= self.stages:
             raise ValueError(f"asha.grace_period {self.asha.grace_period} must be < stages {self.stages}")
         return self
+
+    def _evaluation_fits_the_trial(self) -> None:
+        """An exported evaluation takes what the trial's Train workers released, no more, so the
+        trials the sweep runs side by side (sized by their Train workers) never wait on each other."""
+        from s1ray.resources import Resources
+
+        gen, train = self.evaluate.generation, trial_resources(self)
+        pool = Resources.of(gen)
+        need = {"CPU": pool.cpus_at_most, "GPU": pool.num_gpus * pool.max_actors}
+        for res, n in need.items():
+            if n > train[res] + 1e-9:
+                raise ValueError(
+                    f"evaluate.generation asks for {n:g} {res}s ({pool.max_actors} actors x num_{res.lower()}s "
+                    f"{getattr(gen, 'num_' + res.lower() + 's'):g}) but a trial's Train workers hold {train[res]:g}: in "
+                    "evaluate.mode exported the evaluation runs on the trial's own resources")
+        if train["GPU"] and not need["GPU"] and gen.backend == "vllm":
+            raise ValueError("evaluate.generation.num_gpus is 0 but the trial trains on GPUs: its vLLM evaluation "
+                             "would run on CPUs; set num_gpus (per engine) and concurrency (engines)")
 
 
 def trial_grid(cfg: SweepConfig) -> list[dict[str, Any]]:

@@ -12,6 +12,10 @@ DeepSpeed) is most of a small trial's overhead. The run evaluates the model on i
 workers after each of ``stages`` equal parts of training and reports ``score`` and
 ``stage``; ASHA stops weak trials on those reports. A retried or restored trial resumes its
 Train run by name from the run's last checkpoint, and a finished trial is never redone.
+
+With ``evaluate.mode: exported`` the Train run skips its final evaluation and exports the
+weights instead; once it has released its workers the trial evaluates them with the vllm
+backend (``evaluate_exported``) and reports that score as the last stage's.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ray import tune
 
 from s1ray.config import ConfigError, dump_config
 from s1ray.curate.selection import read_pool, select_subset, to_s1k, write_subset
+from s1ray.evaluate.config import EvaluateConfig
 from s1ray.storage import check_owned
 from s1ray.sweep.analysis import COMPLETED, FAILED, FULL, STOPPED, smallest_effective_set, write_report
 from s1ray.sweep.config import SweepConfig, concurrent_trials, trial_grid
@@ -103,13 +108,49 @@ def trial_train_config(cfg: SweepConfig, trial: dict[str, Any], data_path: str, 
 
 
 def trial_evaluation(cfg: SweepConfig, work: Path):
-    """Scores after each of ``stages`` equal parts of the trial's training, on its Train workers."""
+    """Scores after each of ``stages`` equal parts of the trial's training, on its Train workers;
+    in evaluate.mode exported all but the last (which runs on the exported weights), None if that leaves none."""
     from s1ray.evaluate.in_training import InTrainingEval
 
-    ev = cfg.evaluate.model_dump()
+    exported = cfg.evaluate.mode == "exported"
+    if exported and cfg.stages < 2:
+        return None
+    ev = cfg.evaluate.plain().model_dump()
     ev["generation"]["model"] = f"{cfg.train.model} (trained in this trial)"
-    return InTrainingEval(cfg=type(cfg.evaluate).model_validate(ev), evaluations=cfg.stages,
-                          limit_before_last=cfg.intermediate_limit, metric=cfg.metric, output_dir=str(work / "eval"))
+    if exported:  # the intermediate evaluations run the live model: HF, at its own batch size
+        ev["generation"].update(backend="hf", batch_size=cfg.intermediate_batch_size or ev["generation"]["batch_size"])
+    return InTrainingEval(cfg=EvaluateConfig.model_validate(ev), evaluations=cfg.stages,
+                          limit_before_last=cfg.intermediate_limit, metric=cfg.metric, output_dir=str(work / "eval"),
+                          final_here=not exported)
+
+
+def evaluate_exported(cfg: SweepConfig, checkpoint, work: Path, step: int) -> dict[str, Any]:
+    """The trial's final evaluation on its exported weights (``s1ray evaluate``'s runner, vLLM actors).
+
+    The weights go from the Train run's final checkpoint to ``trials/<id>/model``; the runner's
+    actor pool takes the CPUs/GPUs the finished Train run released. The folder is deleted
+    afterwards unless ``keep_models``.
+    """
+    from s1ray.evaluate.metrics import score_from_summary
+    from s1ray.evaluate.runner import run_evaluate
+    from s1ray.train.export import copy_export
+
+    t0 = time.perf_counter()
+    with checkpoint.as_directory() as d:
+        model_dir = copy_export(d, work / "model")
+    export_s = time.perf_counter() - t0
+    ev = cfg.evaluate.plain().model_dump()
+    ev["generation"]["model"] = str(model_dir)
+    ev.update(output_dir=str(work / "eval" / f"step{step:06d}-exported"), progress=False)
+    ev_cfg = EvaluateConfig.model_validate(ev)
+    t0 = time.perf_counter()
+    try:
+        out = run_evaluate(ev_cfg)
+    finally:
+        if not cfg.keep_models:
+            shutil.rmtree(model_dir, ignore_errors=True)
+    return {"score": score_from_summary(out["summary"], cfg.metric), "stage": cfg.stages, "eval/dir": ev_cfg.output_dir,
+            "export_s": export_s, "exported_eval_s": time.perf_counter() - t0}
 
 
 def log_attempt(work: Path, max_failures: int, trial_id: str) -> None:
@@ -177,27 +218,35 @@ def run_trial(config: dict[str, Any], pool_refs: list, sweep: dict[str, Any]) ->
         # a visible share of a short trial. Polling a handful of workers more often costs nothing.
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
         t_fit = time.time()
+        exported = cfg.evaluate.mode == "exported"
         result = build_trainer(train_cfg, run_name=trial_id, callbacks=[TuneReportCallback()],
                                report_also=echo, evaluation=trial_evaluation(cfg, work),
-                               export=cfg.keep_models).fit()
+                               export=cfg.keep_models or exported).fit()
         t_fit_end = time.time()
         if result.error:
             raise RuntimeError(f"training run {trial_id} failed: {result.error}")
         m = dict(result.metrics or {})
-        if "score" not in m:
+        exported_eval_s = 0.0
+        if exported:  # the Train workers are gone: their resources run the evaluation of the exported weights
+            final = evaluate_exported(cfg, result.checkpoint, work, int(m["step"]))
+            export_s, exported_eval_s = final.pop("export_s"), final.pop("exported_eval_s")
+            m.update(final)
+        elif "score" not in m:
             raise RuntimeError(f"training run {trial_id} finished without a final evaluation (metrics: {sorted(m)})")
-        t0 = time.perf_counter()
-        if cfg.keep_models:
-            with result.checkpoint.as_directory() as d:
-                copy_export(d, work / "model")
-        export_s = time.perf_counter() - t0
+        else:
+            t0 = time.perf_counter()
+            if cfg.keep_models:
+                with result.checkpoint.as_directory() as d:
+                    copy_export(d, work / "model")
+            export_s = time.perf_counter() - t0
         timings = {
             "select_s": select_s, "ship_s": ship_s, "fit_s": t_fit_end - t_fit,
             # Worker group, data, model and DeepSpeed: fit start -> the first optimizer step.
             "train_startup_s": m["time/entry_unix"] - t_fit + m["time/ready_s"],
-            "steps_s": m["time/steps_s"], "eval_s": m["time/eval_s"], "checkpoint_s": m["time/checkpoint_s"],
+            "steps_s": m["time/steps_s"], "eval_s": m["time/eval_s"] + exported_eval_s,
+            "checkpoint_s": m["time/checkpoint_s"],
             "finish_s": t_fit_end - m["time/report_unix"],  # final report -> fit returns (upload, shutdown)
-            "export_s": export_s, "trial_s": time.perf_counter() - t_start,
+            "export_s": export_s, "exported_eval_s": exported_eval_s, "trial_s": time.perf_counter() - t_start,
         }
         metrics = {**echo, "score": float(m["score"]), "stage": int(m["stage"]), "final": True,
                    "epochs_done": train_cfg.epochs, "eval_dir": m.get("eval/dir"),

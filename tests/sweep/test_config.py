@@ -127,3 +127,38 @@ def test_the_sweep_imports_no_curate_stage():
 
     loaded = eval(out)
     assert "s1ray.curate.selection" in loaded and not [m for m in loaded if is_scoring_module(m)], loaded
+
+
+def test_exported_mode_validation_and_intermediate_evaluations(tmp_path):
+    from s1ray.evaluate.config import EvaluateConfig
+    from s1ray.sweep.driver import trial_evaluation
+
+    exported = {**BASE["evaluate"], "mode": "exported", "generation": {"model": "m", "backend": "vllm", "batch_size": 64}}
+    cfg = make(evaluate=exported)
+    plain = cfg.evaluate.plain()
+    assert type(plain) is EvaluateConfig and plain.generation.backend == "vllm"  # what `s1ray evaluate` reads
+    assert trial_evaluation(cfg, tmp_path) is None  # one stage: nothing is evaluated in training
+    # ZeRO-3 is fine when nothing runs on the training workers, not with intermediate evaluations.
+    zero3 = {**BASE["train"], "deepspeed": {"zero_stage": 3}}
+    assert make(train=zero3, evaluate=exported).train.deepspeed.zero_stage == 3
+    with pytest.raises(ValueError, match="zero_stage to 2 or lower"):
+        make(train=zero3, evaluate=exported, stages=2)
+    # Intermediate evaluations stay in training: HF, at their own batch size, never the last step.
+    staged = make(evaluate=exported, stages=3, intermediate_batch_size=4)
+    ev = trial_evaluation(staged, tmp_path)
+    assert ev.cfg.generation.backend == "hf" and ev.cfg.generation.batch_size == 4
+    assert ev.steps(9) == [3, 6] and [ev.stage_of(s, 9) for s in ev.steps(9)] == [1, 2]
+    assert trial_evaluation(make(evaluate=exported, stages=3), tmp_path).cfg.generation.batch_size == 64
+    # The evaluation takes only what the trial's Train workers release.
+    gpu = {**BASE["train"], "num_workers": 4, "use_gpu": True, "global_batch_size": 4}
+    with pytest.raises(ValueError, match="8 GPUs .* hold 4"):
+        make(train=gpu, evaluate={**exported, "generation": {"model": "m", "backend": "vllm", "num_gpus": 1,
+                                                              "concurrency": 8, "num_cpus": 0.5}})
+    with pytest.raises(ValueError, match="num_gpus is 0"):
+        make(train=gpu, evaluate=exported)
+    assert make(train=gpu, evaluate={**exported, "generation": {"model": "m", "backend": "vllm", "num_gpus": 2,
+                                                                 "concurrency": 2}}).evaluate.mode == "exported"
+    with pytest.raises(ValueError, match="exported runs the exported weights"):
+        make(evaluate={**exported, "generation": {"model": "m", "backend": "openai"}})
+    with pytest.raises(ValueError, match="evaluate.mode: exported"):  # in training names the way out
+        make(evaluate={**BASE["evaluate"], "generation": {"model": "m", "backend": "vllm"}})
