@@ -242,8 +242,10 @@ def hf_in_training(shape: ModelShape, train: TrainPlan, ev: Any, batch_size: int
 def vllm_exported(shape: ModelShape, hw: Hardware, ev: Any, a: GenerationAssumptions) -> EvalPlan:
     """vLLM engines (``generation.concurrency`` x ``num_gpus`` each) on the exported weights."""
     gen, cap = ev.generation, ev.budget_forcing.max_answer_tokens
-    kv = kv_bytes_per_token(shape)
-    weights = shape.params * 2
+    # vLLM holds the weights and (kv_cache_dtype auto) the KV cache in the evaluation dtype: s1's is float32
+    c = 4 if gen.dtype == "float32" else 2
+    kv = kv_bytes_per_token(shape, c)
+    weights = shape.params * c
     engines = gen.concurrency[1] if isinstance(gen.concurrency, (list, tuple)) else int(gen.concurrency)
     per_engine = max(1, int(gen.num_gpus)) if hw.kind == "gpu" else 1
     util = float(gen.engine_kwargs.get("gpu_memory_utilization", VLLM_MEMORY_UTILIZATION))

@@ -157,7 +157,10 @@ def test_s1ray_plan_on_a_sweep_config_prints_the_sweep_table_and_json(capsys):
     argv = ["plan", "--config", "sweep_s1_cluster", "--pool-rows", "59029", "--mean-tokens", "8000"]
     assert cli.main([*argv, "--runaway-rate", "0", "space.seeds=[0]"]) == 0
     out = capsys.readouterr().out
-    assert "26 trials" in out and "recommended evaluate.mode: exported" in out and "0% run to max_answer_tokens" in out
+    # with no runaway answers, s1's float32 vLLM engines are only ~1.6x HF in training: below the 2x bar
+    assert "26 trials" in out and "recommended evaluate.mode: in_training" in out and "0% run to max_answer_tokens" in out
+    assert cli.main(argv) == 0  # 1% of answers run to 32,768 tokens (the default): exported wins
+    assert "recommended evaluate.mode: exported" in capsys.readouterr().out
     assert cli.main([*argv, "--json", "--gpu", "h200"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["hardware"] == "h200" and data["trials"] == 78 and data["section"] == "sweep"
