@@ -20,7 +20,7 @@ $(STAMP): $(LOCK) pyproject.toml
 	touch $@
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --durations=25
 
 quickstart: $(STAMP)
 	$(VENV)/bin/s1ray pipeline --config pipeline_local
