@@ -96,6 +96,8 @@ def check_owned(path: str | os.PathLike, what: str = "checkpoint") -> None:
 
     A path that does not exist yet passes (nothing to load); remote URIs are not checked.
     """
+    if not os.fspath(path):  # no path given (Path("") would be the working directory)
+        return
     local = local_path(path)
     if local is None or not os.path.lexists(local):
         return

@@ -268,3 +268,18 @@ def test_curate_cache_is_checked_before_reuse(tmp_path):
     (done / "counts.json").chmod(0o666)
     with pytest.raises(UnsafeStorageError, match=r"curate cache .*counts.json\) is world-writable"):
         _cached_read(cfg, cache, print)
+
+
+def test_no_path_is_not_the_working_directory(tmp_path, monkeypatch):
+    """An empty path means "none given": Path("") is ".", so checking it would check whatever folder the
+    process runs in (a Tune trial's working dir under Ray's 0777 /tmp/ray) and refuse a run that
+    loads nothing."""
+    from s1ray.storage import UnsafeStorageError, check_owned
+
+    unsafe = tmp_path / "shared"
+    unsafe.mkdir()
+    unsafe.chmod(0o777)
+    monkeypatch.chdir(unsafe)
+    check_owned("", "resume_from checkpoint")  # nothing given: nothing checked
+    with pytest.raises(UnsafeStorageError):
+        check_owned(".", "resume_from checkpoint")

@@ -127,7 +127,8 @@ def build_trainer(cfg: TrainConfig, run_name: str | None = None, callbacks: list
     name = run_name or cfg.resolved_run_name()
     storage = cfg.resolved_storage_path()
     check_owned(f"{storage}/{name}", "Ray Train run")  # its checkpoints are unpickled on resume
-    check_owned(resume_from or "", "resume_from checkpoint")
+    if resume_from:
+        check_owned(resume_from, "resume_from checkpoint")
     run_storage, run_fs = ray_storage(cfg, storage_filesystem)
     rows, info = prepare_data(cfg)
     tb_dir = cfg.logging.tensorboard_dir
